@@ -1,0 +1,60 @@
+"""Any JSONL file (or Hugging Face dataset) of question/answer records, graded as math answers.
+
+`--task jsonl --data-file FILE` (or `hub:org/name[:config[:split]]` on a machine with internet);
+field names are options so most datasets load without conversion.
+"""
+
+from __future__ import annotations
+
+from tasks.loading import load_hub, read_jsonl, require_fields
+from tts.errors import UserError
+from tts.task import Task
+from tts.types import ChatMessage, Problem, Reference, TaskItem
+from tts.verifier import Verifier
+from verifiers.math import MathAnswerVerifier, equivalent, extract_answer
+
+INSTRUCTION = "Solve the following problem step by step. Put your final answer within \\boxed{}."
+
+
+class JSONLTask(Task):
+    name = "jsonl"
+    description = "any JSONL file or HF dataset of question/answer records (--data-file), math grading"
+    kind = "math"
+
+    def __init__(self, data_file: str | None = None, question_field: str = "question",
+                 answer_field: str = "answer", instruction: str = INSTRUCTION, **kw):
+        super().__init__(**kw)
+        if not data_file:
+            raise UserError("task 'jsonl' needs --data-file FILE.jsonl (or hub:org/name)")
+        self.data_file = data_file
+        self.question_field = question_field
+        self.answer_field = answer_field
+        self.instruction = instruction
+
+    def make_problem(self, question: str, problem_id: str = "q0") -> Problem:
+        prompt = [ChatMessage(role="user", content=f"{self.instruction}\n\n{question}")]
+        return Problem(id=problem_id, task=self.name, kind="math", question=question, prompt=prompt)
+
+    def load(self, limit: int | None = None) -> list[TaskItem]:
+        if self.data_file.startswith("hub:"):
+            name, config, split = (self.data_file[4:].split(":") + [None, "test"])[:3]
+            records, self.source = load_hub(name, config, split or "test"), self.data_file
+        else:
+            records, self.source = read_jsonl(self.data_file), self.data_file
+        require_fields(records, (self.question_field, self.answer_field), self.source)
+        return [
+            TaskItem(
+                problem=self.make_problem(str(rec[self.question_field]), str(rec.get("id", i))),
+                reference=Reference(answer=str(rec[self.answer_field])),
+            )
+            for i, rec in enumerate(records[:limit])
+        ]
+
+    def extract_answer(self, text: str, problem: Problem) -> str | None:
+        return extract_answer(text)
+
+    def equivalent(self, a: str, b: str) -> bool:
+        return equivalent(a, b)
+
+    def oracle(self, problem: Problem, reference: Reference) -> Verifier:
+        return MathAnswerVerifier(reference.answer)

@@ -1,0 +1,73 @@
+"""A deterministic backend for tests and examples (its_hub-style first-class mock).
+
+It returns scripted completions instead of sampling, so strategy logic can be unit-tested exactly.
+Token counts are whitespace words; log-probabilities are scripted or derived from the text's hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import defaultdict
+from typing import Callable, Sequence, Union
+
+from tts.backends.base import Backend
+from tts.backends.render import prompt_text
+from tts.types import GenerationRequest, Sample
+
+# A script maps (prompt text, index of this sample among all samples drawn for that prompt) to a completion,
+# or to (completion, mean token logprob).
+Completion = Union[str, tuple[str, float]]
+Script = Union[Callable[[str, int], Completion], Sequence[Completion]]
+
+
+def _default_logprob(text: str) -> float:
+    h = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+    return -0.05 - (h % 1000) / 1000.0  # in (-1.05, -0.05]
+
+
+class ScriptedBackend(Backend):
+    name = "scripted"
+    description = "deterministic scripted completions for tests (no model)"
+
+    def __init__(self, script: Script, model: str = "scripted", delay: float = 0.0):
+        self.script = script
+        self.model = model
+        self.delay = delay
+        self.calls: list[list[GenerationRequest]] = []
+        self._drawn: dict[str, int] = defaultdict(int)
+
+    def _complete(self, text: str, index: int) -> Completion:
+        if callable(self.script):
+            return self.script(text, index)
+        return self.script[index % len(self.script)]
+
+    async def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
+        self.calls.append(list(requests))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        out = []
+        for req in requests:
+            text = prompt_text(req.prompt)
+            samples = []
+            for _ in range(req.sampling.n):
+                completion = self._complete(text, self._drawn[text])
+                self._drawn[text] += 1
+                body, mean_lp = completion if isinstance(completion, tuple) else (completion, _default_logprob(completion))
+                for stop in req.sampling.stop:
+                    if stop in body:
+                        body = body[: body.index(stop)]
+                words = body.split()[: req.sampling.max_tokens]
+                count = max(len(words), 1)
+                samples.append(
+                    Sample(
+                        text=body,
+                        token_count=count,
+                        logprob_sum=mean_lp * count,
+                        token_logprobs=[mean_lp] * count if req.sampling.logprobs else None,
+                        finish_reason="stop",
+                        prompt_tokens=len(text.split()),
+                    )
+                )
+            out.append(samples)
+        return out

@@ -1,0 +1,260 @@
+"""vLLM in-process: one engine, driven by one thread, fed by every concurrent strategy coroutine.
+
+Why a thread around the synchronous `LLMEngine` rather than vLLM's `AsyncLLM`: in vLLM 0.32 `AsyncLLM`
+always runs the engine core in a second process. On a 2-core CPU that process spins one core while
+the model worker gets the other, which halves throughput (DESIGN.md: 64 vs 115 tok/s). The sync
+engine with `VLLM_ENABLE_V1_MULTIPROCESSING=0` runs in-process; continuous batching still happens
+because the engine thread adds every queued request before each `step()`, so requests from hundreds
+of coroutines share one batch. The same code serves the GPU build (there multiprocessing stays on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tts.backends.base import Backend
+from tts.backends.render import render_prompt
+from tts.errors import BackendError, UserError
+from tts.types import GenerationRequest, Sample, SamplingConfig
+
+
+def has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # pragma: no cover - torch missing or broken
+        return False
+
+
+def configure_cpu_environment(kv_cache_gb: float) -> None:
+    """Engine settings measured to work on CPU (DESIGN.md, "vLLM on CPU"); explicit user settings win."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gb))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    logprobs: bool
+
+
+@dataclass
+class _Add:
+    prompt_ids: list[int]
+    params: Any
+    pending: _Pending
+    request_id: list[str] = field(default_factory=list)  # filled by the engine thread
+
+
+class VLLMBackend(Backend):
+    name = "vllm"
+    description = "vLLM engine in-process (vllm-cpu on CPU, vllm on GPU): batching, prefix caching, logprobs"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        dtype: str | None = None,
+        max_model_len: int = 4096,
+        seed: int = 0,
+        enable_prefix_caching: bool = True,
+        kv_cache_gb: float = 2.0,
+        max_num_seqs: int | None = None,
+        gpu_memory_utilization: float = 0.85,
+        engine_kwargs: dict[str, Any] | None = None,
+    ):
+        from tts.models import resolve_model
+
+        self.model = resolve_model(model)
+        self.on_gpu = has_cuda()
+        if not self.on_gpu:
+            configure_cpu_environment(kv_cache_gb)
+        self.dtype = dtype or ("auto" if self.on_gpu else "float32")  # this CPU has no bf16 units
+        self.seed = seed
+        self.engine_kwargs = dict(
+            model=self.model,
+            dtype=self.dtype,
+            max_model_len=max_model_len,
+            seed=seed,
+            enable_prefix_caching=enable_prefix_caching,
+            enforce_eager=not self.on_gpu,
+            disable_log_stats=True,
+        )
+        if max_num_seqs:
+            self.engine_kwargs["max_num_seqs"] = max_num_seqs
+        if self.on_gpu:
+            self.engine_kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        self.engine_kwargs.update(engine_kwargs or {})
+
+        self._queue: queue.Queue = queue.Queue()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._closed = False
+        self._ids = itertools.count()
+        self.start_time = time.perf_counter()
+        self._thread = threading.Thread(target=self._run_engine, name="tts-vllm-engine", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise BackendError(f"vLLM engine failed to start for {self.model}: {self._error}") from self._error
+        self.startup_seconds = time.perf_counter() - self.start_time
+
+    # ---- engine thread -------------------------------------------------------------------
+    def _run_engine(self) -> None:
+        try:
+            from vllm import EngineArgs, LLMEngine
+
+            self._engine = LLMEngine.from_engine_args(EngineArgs(**self.engine_kwargs))
+            self.tokenizer = self._engine.get_tokenizer()
+        except BaseException as exc:  # noqa: BLE001 - reported to the constructor
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+
+        engine = self._engine
+        waiting: dict[str, _Pending] = {}
+        while True:
+            block = not engine.has_unfinished_requests()
+            items = []
+            try:
+                items.append(self._queue.get(block=block))
+                while True:
+                    items.append(self._queue.get_nowait())
+            except queue.Empty:
+                pass
+            for item in items:
+                if item is None:
+                    self._fail_all(waiting, BackendError("vLLM backend closed"))
+                    return
+                if isinstance(item, str):  # abort a cancelled request
+                    if waiting.pop(item, None) is not None:
+                        engine.abort_request([item])
+                    continue
+                rid = engine.add_request(str(next(self._ids)), {"prompt_token_ids": item.prompt_ids}, item.params)
+                waiting[rid] = item.pending
+                item.request_id.append(rid)
+                item.pending.future.add_done_callback(lambda f, rid=rid: f.cancelled() and self._queue.put(rid))
+            if not engine.has_unfinished_requests():
+                continue
+            try:
+                outputs = engine.step()
+            except BaseException as exc:  # noqa: BLE001 - the engine is dead; tell every waiter
+                self._error = exc
+                self._fail_all(waiting, BackendError(f"vLLM engine died: {exc!r}"))
+                return
+            for out in outputs:
+                if not out.finished:
+                    continue
+                pending = waiting.pop(out.request_id, None)
+                if pending is not None:
+                    samples = self._to_samples(out, pending.logprobs)
+                    pending.loop.call_soon_threadsafe(_resolve, pending.future, samples)
+
+    @staticmethod
+    def _fail_all(waiting: dict[str, _Pending], exc: BaseException) -> None:
+        for pending in waiting.values():
+            pending.loop.call_soon_threadsafe(_reject, pending.future, exc)
+        waiting.clear()
+
+    @staticmethod
+    def _to_samples(out: Any, want_logprobs: bool) -> list[Sample]:
+        prompt_tokens = len(out.prompt_token_ids or [])
+        cached = out.num_cached_tokens or 0
+        samples = []
+        for c in sorted(out.outputs, key=lambda c: c.index):
+            token_lps = None
+            if want_logprobs and c.logprobs is not None:
+                token_lps = [float(step[tid].logprob) for step, tid in zip(c.logprobs, c.token_ids)]
+            samples.append(
+                Sample(
+                    text=c.text,
+                    token_count=len(c.token_ids),
+                    logprob_sum=sum(token_lps) if token_lps is not None else None,
+                    token_logprobs=token_lps,
+                    finish_reason=c.finish_reason,
+                    prompt_tokens=prompt_tokens,
+                    cached_tokens=cached,
+                )
+            )
+        return samples
+
+    # ---- caller side ---------------------------------------------------------------------
+    def _params(self, cfg: SamplingConfig) -> Any:
+        from vllm import SamplingParams
+
+        kwargs: dict[str, Any] = dict(
+            n=cfg.n,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_tokens=cfg.max_tokens,
+            stop=list(cfg.stop) or None,
+            logprobs=0 if cfg.logprobs else None,  # 0: only the sampled token's logprob
+        )
+        # A per-request seed kills vLLM's CPU engine ("CPU Generator does not use offset"); on CPU the
+        # engine is seeded once at start instead (DESIGN.md). GPU engines honour per-request seeds.
+        if cfg.seed is not None and self.on_gpu:
+            kwargs["seed"] = cfg.seed
+        return SamplingParams(**kwargs)
+
+    def render(self, request: GenerationRequest) -> str:
+        return render_prompt(request.prompt, self.tokenizer)
+
+    async def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
+        if self._closed or self._error is not None:
+            raise BackendError(f"vLLM backend is not running ({self._error or 'closed'})")
+        loop = asyncio.get_running_loop()
+        futures = []
+        for req in requests:
+            text = self.render(req)
+            ids = self.tokenizer.encode(text, add_special_tokens=isinstance(req.prompt, str))
+            limit = self.engine_kwargs["max_model_len"]
+            if len(ids) + 1 > limit:
+                raise UserError(f"prompt of {len(ids)} tokens does not fit max_model_len={limit}")
+            future = loop.create_future()
+            self._queue.put(_Add(ids, self._params(req.sampling), _Pending(future, loop, req.sampling.logprobs)))
+            futures.append(future)
+        return list(await asyncio.gather(*futures))
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def info(self) -> dict[str, Any]:
+        import vllm
+
+        return {
+            "backend": self.name,
+            "model": self.model,
+            "vllm_version": vllm.__version__,
+            "device": "cuda" if self.on_gpu else "cpu",
+            "engine": {k: v for k, v in self.engine_kwargs.items() if k != "model"},
+            "env": {k: os.environ.get(k) for k in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE")},
+        }
+
+
+def _resolve(future: asyncio.Future, value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _reject(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

