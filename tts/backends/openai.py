@@ -35,6 +35,7 @@ class OpenAIBackend(Backend):
         backoff: float = 0.5,
         timeout: float = 600.0,
         send_seed: bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.model = model or ""
@@ -44,6 +45,7 @@ class OpenAIBackend(Backend):
         self.concurrency = concurrency
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = timeout
+        self._transport = transport  # tests inject httpx.MockTransport
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checked = False
 
@@ -53,7 +55,8 @@ class OpenAIBackend(Backend):
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._loop = loop
-            self._client = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=self._timeout)
+            self._client = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=self._timeout,
+                                             transport=self._transport)
             self._limit = asyncio.Semaphore(self.concurrency)
             self._check_lock = asyncio.Lock()
 
@@ -61,7 +64,7 @@ class OpenAIBackend(Backend):
         """Fail fast with the URL if the server is unreachable; pick the served model if none was named."""
         self._bind_loop()
         try:
-            resp = await self._request("GET", "/models")
+            resp = await self._request("GET", "/models", retries=min(self.max_retries, 2))
         except BackendError as exc:
             raise UserError(f"cannot reach the OpenAI-compatible server at {self.base_url} ({exc})") from None
         served = [m.get("id") for m in resp.get("data", [])]
@@ -71,9 +74,10 @@ class OpenAIBackend(Backend):
             self.model = served[0]
         self._checked = True
 
-    async def _request(self, method: str, path: str, payload: dict | None = None) -> dict:
+    async def _request(self, method: str, path: str, payload: dict | None = None, retries: int | None = None) -> dict:
+        retries = self.max_retries if retries is None else retries
         last: str = ""
-        for attempt in range(self.max_retries + 1):
+        for attempt in range(retries + 1):
             if attempt:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1) * (0.5 + random.random()))
             try:
@@ -87,7 +91,7 @@ class OpenAIBackend(Backend):
             if resp.status_code >= 400:
                 raise BackendError(f"{self.base_url}{path} answered HTTP {resp.status_code}: {resp.text[:500]}")
             return resp.json()
-        raise BackendError(f"{self.base_url}{path} failed after {self.max_retries + 1} attempts: {last}")
+        raise BackendError(f"{self.base_url}{path} failed after {retries + 1} attempts: {last}")
 
     def _payload(self, req: GenerationRequest) -> tuple[str, dict[str, Any]]:
         cfg: SamplingConfig = req.sampling

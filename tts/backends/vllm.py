@@ -228,7 +228,8 @@ class VLLMBackend(Backend):
         return list(await asyncio.gather(*futures))
 
     async def aclose(self) -> None:
-        self.close()
+        """Nothing: the engine is shared by every caller in the process (see `tts.api.build_backend`) and
+        dies with it. Call `close()` to stop it earlier."""
 
     def close(self) -> None:
         if self._closed:
