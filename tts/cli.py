@@ -117,8 +117,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     items = task.load(args.limit)
     if not items:
         raise UserError(f"task {args.task!r} has no problems")
-    sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
-                              seed=args.seed)
+    # --seed seeds the engine and each problem's RNG; no per-request seed is sent (it kills vLLM's CPU engine).
+    sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
     config: dict[str, Any] = {
         "task": args.task,
         "task_options": {k: v for k, v in task_options.items() if v is not None and k != "data_dir"},

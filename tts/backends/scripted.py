@@ -30,7 +30,11 @@ class ScriptedBackend(Backend):
     name = "scripted"
     description = "deterministic scripted completions for tests (no model)"
 
-    def __init__(self, script: Script, model: str = "scripted", delay: float = 0.0):
+    def __init__(self, script: Script | None = None, model: str = "scripted", delay: float = 0.0):
+        if script is None or isinstance(script, str):
+            from tts.errors import UserError
+
+            raise UserError("the scripted backend is for tests: build ScriptedBackend(script) in Python")
         self.script = script
         self.model = model
         self.delay = delay

