@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tts.types import Candidate, Problem
-from verifiers import code
+from verifiers import sandbox
 from verifiers.code import (
     DocstringExamplesVerifier,
     UnitTestVerifier,
@@ -174,7 +174,7 @@ def test_killing_its_parent_does_not_reach_the_caller():
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="uid isolation needs root")
 def test_cannot_signal_or_write_as_the_caller():
-    if code.sandbox_mode() == "none":
+    if sandbox.sandbox_mode() == "none":
         pytest.skip("no uid isolation on this machine")
     r = run_program(f"import os\nos.kill({os.getpid()}, 9)\n")
     assert r.status == "failed" and "PermissionError" in r.output
@@ -184,7 +184,7 @@ def test_cannot_signal_or_write_as_the_caller():
 
 
 def test_fork_bomb_is_bounded():
-    if not code.sandbox_limits_processes():
+    if not sandbox.sandbox_limits_processes():
         pytest.skip("RLIMIT_NPROC is not enforced here (root without uid isolation)")
     # every process keeps forking, up to 300 rounds each, then sleeps: only RLIMIT_NPROC stops it
     source = textwrap.dedent("""
@@ -249,7 +249,7 @@ def test_environment_and_working_directory(monkeypatch):
 
 
 def test_harness_failure_is_an_error_result(monkeypatch):
-    monkeypatch.setattr(code.sys, "executable", "/nonexistent/python")
+    monkeypatch.setattr(sandbox.sys, "executable", "/nonexistent/python")
     r = run_program("print(1)")
     assert (r.status, r.passed) == ("error", False) and "cannot start" in r.output
 

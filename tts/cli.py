@@ -130,6 +130,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     out = Path(args.out) if args.out else Path("runs") / _run_folder_name(config)
+    run = RunFolder(out)
+    if run.is_complete(config, [it.problem.id for it in items]):  # nothing to generate: no engine start
+        from tts.runner import summarise
+
+        ids = {it.problem.id for it in items}
+        metrics = summarise([r for r in run.results() if r["problem_id"] in ids])
+        run.write_metrics(metrics)
+        _print_metrics(out, metrics)
+        return 0
     backend = build_backend(args.backend, args.model, args.base_url, **_backend_options(args))
     config.update({
         "limit": args.limit,
@@ -142,12 +151,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     async def main() -> dict[str, Any]:
         try:
-            return await evaluate(task, items, strategy, backend, RunFolder(out), config, sampling,
+            return await evaluate(task, items, strategy, backend, run, config, sampling,
                                   seed=args.seed, concurrency=args.concurrency, progress=not args.no_progress)
         finally:
             await backend.aclose()
 
-    metrics = asyncio.run(main())
+    _print_metrics(out, asyncio.run(main()))
+    return 0
+
+
+def _print_metrics(out: Path, metrics: dict[str, Any]) -> None:
     cov = metrics["coverage"]
     print(f"run folder: {out}")
     print(f"problems: {metrics['problems']}  accuracy: {metrics['accuracy']:.3f}  "
@@ -156,7 +169,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rate = metrics.get("completion_tokens_per_second_this_session")
     print(f"tokens: {u['completion_tokens']} completion, {u['prompt_tokens']} prompt ({u['cached_tokens']} cached)"
           + (f"  {rate:.1f} tok/s" if rate else "  (nothing new generated: resumed a finished run)"))
-    return 0
 
 
 def cmd_solve(args: argparse.Namespace) -> int:

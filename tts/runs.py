@@ -87,6 +87,16 @@ class RunFolder:
             fh.seek(-1, os.SEEK_END)
             return fh.read(1) != b"\n"
 
+    def is_complete(self, config: dict[str, Any], problem_ids: list[str]) -> bool:
+        """True if this folder holds the same run with every one of these problems finished."""
+        if not self.config_path.exists():
+            return False
+        old = json.loads(self.config_path.read_text())
+        if any(old.get(k) != config.get(k) for k in IDENTITY_KEYS):
+            return False
+        done = {r["problem_id"] for r in _read_lines(self.results_path)}
+        return set(problem_ids) <= done
+
     # ---- appending -------------------------------------------------------------------------
     def append(self, result: Result, oracle: list[Verdict], chosen_verdict: Verdict | None) -> None:
         """Write one finished problem: every sample, then its result line (which marks it finished)."""
