@@ -60,3 +60,25 @@ async def test_prompt_longer_than_context_is_a_clear_error(engine):
 
     with pytest.raises(UserError, match="max_model_len"):
         await engine.generate([GenerationRequest(prompt="word " * 5000, sampling=SamplingConfig(max_tokens=4))])
+
+
+async def test_cancelled_requests_are_aborted_and_the_engine_keeps_serving(engine):
+    cfg = SamplingConfig(n=4, temperature=0.8, max_tokens=512)
+    task = asyncio.ensure_future(engine.generate([GenerationRequest(prompt="Tell a very long story.", sampling=cfg)]))
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (out,) = await asyncio.wait_for(
+        engine.generate([GenerationRequest(prompt="Hi", sampling=SamplingConfig(max_tokens=4))]), timeout=60)
+    assert len(out) == 1
+
+
+async def test_a_refused_request_fails_alone(engine):
+    from tts.errors import BackendError
+
+    bad = GenerationRequest(prompt="", sampling=SamplingConfig(max_tokens=4))  # vLLM refuses an empty prompt
+    good = GenerationRequest(prompt="Hi", sampling=SamplingConfig(max_tokens=4))
+    results = await asyncio.gather(engine.generate([bad]), engine.generate([good]), return_exceptions=True)
+    assert isinstance(results[0], BackendError)
+    assert len(results[1][0]) == 1

@@ -16,7 +16,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tts.backends.base import Backend
@@ -51,10 +51,10 @@ class _Pending:
 
 @dataclass
 class _Add:
+    request_id: str
     prompt_ids: list[int]
     params: Any
     pending: _Pending
-    request_id: list[str] = field(default_factory=list)  # filled by the engine thread
 
 
 class VLLMBackend(Backend):
@@ -143,11 +143,12 @@ class VLLMBackend(Backend):
                         engine.abort_request([item])
                     continue
                 # Outputs and aborts use our own (external) id; vLLM appends a random suffix internally.
-                rid = str(next(self._ids))
-                engine.add_request(rid, {"prompt_token_ids": item.prompt_ids}, item.params)
-                waiting[rid] = item.pending
-                item.request_id.append(rid)
-                item.pending.future.add_done_callback(lambda f, rid=rid: f.cancelled() and self._queue.put(rid))
+                try:
+                    engine.add_request(item.request_id, {"prompt_token_ids": item.prompt_ids}, item.params)
+                except Exception as exc:  # a request the engine refuses fails alone
+                    item.pending.loop.call_soon_threadsafe(_reject, item.pending.future, BackendError(str(exc)))
+                    continue
+                waiting[item.request_id] = item.pending
             if not engine.has_unfinished_requests():
                 continue
             try:
@@ -226,8 +227,11 @@ class VLLMBackend(Backend):
             limit = self.engine_kwargs["max_model_len"]
             if len(ids) + 1 > limit:
                 raise UserError(f"prompt of {len(ids)} tokens does not fit max_model_len={limit}")
+            rid = str(next(self._ids))
             future = loop.create_future()
-            self._queue.put(_Add(ids, self._params(req.sampling), _Pending(future, loop, req.sampling.logprobs)))
+            # A cancelled caller (timeout, Ctrl-C, a failed sibling task) frees its engine slots.
+            future.add_done_callback(lambda f, rid=rid: f.cancelled() and self._queue.put(rid))
+            self._queue.put(_Add(rid, ids, self._params(req.sampling), _Pending(future, loop, req.sampling.logprobs)))
             futures.append(future)
         return list(await asyncio.gather(*futures))
 
