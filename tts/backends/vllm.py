@@ -78,6 +78,7 @@ class VLLMBackend(Backend):
 
         self.model = resolve_model(model)
         self.on_gpu = has_cuda()
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep the progress bar readable; env overrides
         if not self.on_gpu:
             configure_cpu_environment(kv_cache_gb)
         self.dtype = dtype or ("auto" if self.on_gpu else "float32")  # this CPU has no bf16 units
@@ -144,7 +145,8 @@ class VLLMBackend(Backend):
                     continue
                 # Outputs and aborts use our own (external) id; vLLM appends a random suffix internally.
                 try:
-                    engine.add_request(item.request_id, {"prompt_token_ids": item.prompt_ids}, item.params)
+                    (engine_input,) = engine.renderer.render_cmpl([{"prompt_token_ids": item.prompt_ids}])
+                    engine.add_request(item.request_id, engine_input, item.params)
                 except Exception as exc:  # a request the engine refuses fails alone
                     item.pending.loop.call_soon_threadsafe(_reject, item.pending.future, BackendError(str(exc)))
                     continue
