@@ -10,10 +10,8 @@ import random
 import re
 
 from tasks.loading import load_records, require_fields
-from tts.task import Task
+from tasks.math_task import MathAnswerTask
 from tts.types import ChatMessage, Problem, Reference, TaskItem
-from tts.verifier import Verifier
-from verifiers.math import MathAnswerVerifier, equivalent, extract_answer
 
 INSTRUCTION = (
     "Solve the following math problem step by step. "
@@ -36,10 +34,9 @@ def exemplar_solution(solution: str) -> str:
     return f"{body}\nThe answer is {gold_answer(solution)}."
 
 
-class GSM8K(Task):
+class GSM8K(MathAnswerTask):
     name = "gsm8k"
     description = "GSM8K grade-school math (1319 test problems), numeric answer, zero- or few-shot"
-    kind = "math"
 
     def _shots(self) -> list[ChatMessage]:
         if not self.few_shot:
@@ -66,12 +63,3 @@ class GSM8K(Task):
             problem = self.make_problem(rec["question"], f"gsm8k/{i}", shots)
             items.append(TaskItem(problem=problem, reference=Reference(answer=gold_answer(rec["answer"]), solution=rec["answer"])))
         return items
-
-    def extract_answer(self, text: str, problem: Problem) -> str | None:
-        return extract_answer(text)
-
-    def equivalent(self, a: str, b: str) -> bool:
-        return equivalent(a, b)
-
-    def oracle(self, problem: Problem, reference: Reference) -> Verifier:
-        return MathAnswerVerifier(reference.answer)

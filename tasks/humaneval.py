@@ -10,7 +10,12 @@ from tasks.loading import load_records, require_fields
 from tts.task import Task
 from tts.types import ChatMessage, Problem, Reference, TaskItem
 from tts.verifier import Verifier
-from verifiers.code import DocstringExamplesVerifier, UnitTestVerifier, docstring_tests, extract_code
+from verifiers.code import (
+    DocstringExamplesVerifier,
+    UnitTestVerifier,
+    docstring_tests,
+    extract_code,
+)
 
 INSTRUCTION = (
     "Complete the following Python function. Reply with the complete function "

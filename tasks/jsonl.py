@@ -7,19 +7,16 @@ field names are options so most datasets load without conversion.
 from __future__ import annotations
 
 from tasks.loading import load_hub, read_jsonl, require_fields
+from tasks.math_task import MathAnswerTask
 from tts.errors import UserError
-from tts.task import Task
 from tts.types import ChatMessage, Problem, Reference, TaskItem
-from tts.verifier import Verifier
-from verifiers.math import MathAnswerVerifier, equivalent, extract_answer
 
 INSTRUCTION = "Solve the following problem step by step. Put your final answer within \\boxed{}."
 
 
-class JSONLTask(Task):
+class JSONLTask(MathAnswerTask):
     name = "jsonl"
     description = "any JSONL file or HF dataset of question/answer records (--data-file), math grading"
-    kind = "math"
 
     def __init__(self, data_file: str | None = None, question_field: str = "question",
                  answer_field: str = "answer", instruction: str = INSTRUCTION, **kw):
@@ -49,12 +46,3 @@ class JSONLTask(Task):
             )
             for i, rec in enumerate(records[:limit])
         ]
-
-    def extract_answer(self, text: str, problem: Problem) -> str | None:
-        return extract_answer(text)
-
-    def equivalent(self, a: str, b: str) -> bool:
-        return equivalent(a, b)
-
-    def oracle(self, problem: Problem, reference: Reference) -> Verifier:
-        return MathAnswerVerifier(reference.answer)

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from tasks.loading import load_records, require_fields
-from tts.task import Task
+from tasks.math_task import MathAnswerTask
 from tts.types import ChatMessage, Problem, Reference, TaskItem
-from tts.verifier import Verifier
-from verifiers.math import MathAnswerVerifier, equivalent, extract_answer
 
 INSTRUCTION = "Solve the following math problem step by step. Put your final answer within \\boxed{}."
 HUB = ("HuggingFaceH4/MATH-500", None, "test")
 
 
-class MATH500(Task):
+class MATH500(MathAnswerTask):
     name = "math500"
     description = "MATH-500 competition math (500 problems), LaTeX answers, symbolic equivalence"
-    kind = "math"
 
     def make_problem(self, question: str, problem_id: str = "q0", metadata: dict | None = None) -> Problem:
         prompt = [ChatMessage(role="user", content=f"{INSTRUCTION}\n\n{question}")]
@@ -31,12 +28,3 @@ class MATH500(Task):
             problem = self.make_problem(rec["problem"], f"math500/{i}", meta)
             items.append(TaskItem(problem=problem, reference=Reference(answer=str(rec["answer"]), solution=rec.get("solution"))))
         return items
-
-    def extract_answer(self, text: str, problem: Problem) -> str | None:
-        return extract_answer(text)
-
-    def equivalent(self, a: str, b: str) -> bool:
-        return equivalent(a, b)
-
-    def oracle(self, problem: Problem, reference: Reference) -> Verifier:
-        return MathAnswerVerifier(reference.answer)

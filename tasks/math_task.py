@@ -1,0 +1,21 @@
+"""The answer space shared by math tasks: extract the final answer, compare by equivalence (ALGORITHMS.md 8)."""
+
+from __future__ import annotations
+
+from tts.task import Task
+from tts.types import Problem, Reference
+from tts.verifier import Verifier
+from verifiers.math import MathAnswerVerifier, equivalent, extract_answer
+
+
+class MathAnswerTask(Task):
+    kind = "math"
+
+    def extract_answer(self, text: str, problem: Problem) -> str | None:
+        return extract_answer(text)
+
+    def equivalent(self, a: str, b: str) -> bool:
+        return equivalent(a, b)
+
+    def oracle(self, problem: Problem, reference: Reference) -> Verifier:
+        return MathAnswerVerifier(reference.answer)
