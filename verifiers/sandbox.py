@@ -554,22 +554,27 @@ def _pump(proc: subprocess.Popen, out_r: int, st_r: int, out: _CappedBuffer,
             # until the deadline, sleep until it (the pidfd and pipes wake us); after it, poll
             step = deadline - now if stop_sent_at is None and not program_ended else 0.05
             wait = max(0.0, min(step, 0.05 if pidfd is None else 1.0))
-            for key, _ in sel.select(wait):
-                if key.data is None:
-                    continue
-                try:
-                    data = os.read(key.fd, 1 << 16)
-                except OSError:
-                    data = b""
-                if data:
-                    key.data(data)
-                else:
-                    sel.unregister(key.fd)
+            _read_ready(sel, sel.select(wait))
     finally:
         sel.close()
         if pidfd is not None:
             os.close(pidfd)
     return timed_out
+
+
+def _read_ready(sel: selectors.BaseSelector, ready: list) -> None:
+    """Hand each ready pipe's bytes to its sink; unregister pipes at EOF."""
+    for key, _ in ready:
+        if key.data is None:
+            continue
+        try:
+            data = os.read(key.fd, 1 << 16)
+        except OSError:
+            data = b""
+        if data:
+            key.data(data)
+        else:
+            sel.unregister(key.fd)
 
 
 def _drain(sel: selectors.BaseSelector, until: float) -> None:
@@ -581,17 +586,7 @@ def _drain(sel: selectors.BaseSelector, until: float) -> None:
         ready = sel.select(max(0.0, until - time.monotonic()))
         if not ready:
             return
-        for key, _ in ready:
-            if key.data is None:
-                continue
-            try:
-                data = os.read(key.fd, 1 << 16)
-            except OSError:
-                data = b""
-            if data:
-                key.data(data)
-            else:
-                sel.unregister(key.fd)
+        _read_ready(sel, ready)
 
 
 def _exited(proc: subprocess.Popen, pidfd: int | None) -> bool:
