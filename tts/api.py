@@ -7,6 +7,7 @@ for the life of the process and reused by later calls.
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 from tts import registry
@@ -80,8 +81,6 @@ async def asolve(
     be = build_backend(backend, model, base_url)
     problem = task_obj.make_problem(question)
     sampling = SamplingConfig(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
-    import random
-
     ctx = StrategyContext(backend=be, answers=task_obj, sampling=sampling,
                           verifiers=task_obj.selection_verifiers(), rng=random.Random(seed))
     return await strat.run(problem, ctx)

@@ -132,10 +132,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / _run_folder_name(config)
     run = RunFolder(out)
     if run.is_complete(config, [it.problem.id for it in items]):  # nothing to generate: no engine start
-        from tts.runner import summarise
+        from tts.runner import run_metrics
 
-        ids = {it.problem.id for it in items}
-        metrics = summarise([r for r in run.results() if r["problem_id"] in ids])
+        metrics = run_metrics(run, {it.problem.id for it in items})
         run.write_metrics(metrics)
         _print_metrics(out, metrics)
         return 0

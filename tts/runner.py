@@ -54,6 +54,11 @@ def summarise(rows: list[dict[str, Any]], elapsed: float | None = None) -> dict[
     return metrics
 
 
+def run_metrics(run: RunFolder, ids: set[str], elapsed: float | None = None) -> dict[str, Any]:
+    """metrics.json for these problems of a run folder (a run may hold more than this --limit asks for)."""
+    return summarise([r for r in run.results() if r["problem_id"] in ids], elapsed)
+
+
 async def evaluate(
     task: Task,
     items: list[TaskItem],
@@ -73,21 +78,22 @@ async def evaluate(
     started = time.perf_counter()
     bar = tqdm(total=len(items), initial=len(items) - len(todo), disable=not progress, unit="problem",
                desc=f"{task.name}/{strategy.name}", dynamic_ncols=True)
-    done_rows = [r for r in run.results() if r["problem_id"] in {it.problem.id for it in items}]
-    tokens = 0
+    ids = {it.problem.id for it in items}
+    done = correct = tokens = 0
 
     async def one(item: TaskItem) -> None:
-        nonlocal tokens
+        nonlocal done, correct, tokens
         async with limit:
             ctx = StrategyContext(backend=backend, answers=task, sampling=sampling, verifiers=verifiers,
                                   rng=problem_rng(seed, item.problem.id))
             result = await strategy.run(item.problem, ctx)
             oracle, chosen = await asyncio.to_thread(grade, task, item, result)
         run.append(result, oracle, chosen)
-        done_rows.append({"correct": bool(chosen and chosen.passed)})
+        done += 1
+        correct += bool(chosen and chosen.passed)
         tokens += result.usage.completion_tokens
         elapsed = time.perf_counter() - started
-        bar.set_postfix(acc=f"{sum(r['correct'] for r in done_rows) / len(done_rows):.3f}",
+        bar.set_postfix(acc=f"{correct / done:.3f}",
                         tok_s=f"{tokens / elapsed:.1f}", refresh=False)
         bar.update(1)
 
@@ -99,8 +105,7 @@ async def evaluate(
         raise eg.exceptions[0] from None
     finally:
         bar.close()
-    ids = {it.problem.id for it in items}
-    metrics = summarise([r for r in run.results() if r["problem_id"] in ids], time.perf_counter() - started)
+    metrics = run_metrics(run, ids, time.perf_counter() - started)
     metrics["generated_this_session"] = len(todo)
     metrics["completion_tokens_per_second_this_session"] = (
         tokens / metrics["session_seconds"] if todo and metrics["session_seconds"] else None
