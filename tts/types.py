@@ -43,6 +43,10 @@ class GenerationRequest(BaseModel):
 
     prompt: Prompt
     sampling: SamplingConfig = SamplingConfig()
+    continuation: str = Field(
+        "", description="text of the answer so far, which the model continues (step-wise search); "
+        "for chat prompts it opens the assistant turn"
+    )
 
 
 class Sample(BaseModel):

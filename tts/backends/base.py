@@ -12,6 +12,8 @@ class Backend(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     model: str
+    # Weights of the model, where the backend can tell (for FLOPs estimates: 2 x parameters x tokens).
+    parameter_count: int | None = None
 
     @abstractmethod
     async def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:

@@ -107,11 +107,15 @@ class OpenAIBackend(Backend):
         if cfg.seed is not None and self.send_seed:
             payload["seed"] = cfg.seed
         if isinstance(req.prompt, str):
-            payload["prompt"] = req.prompt
+            payload["prompt"] = req.prompt + req.continuation
             if cfg.logprobs:
                 payload["logprobs"] = 0
             return "/completions", payload
         payload["messages"] = [m.model_dump() for m in req.prompt]
+        if req.continuation:  # vLLM's server extension: continue the open assistant turn
+            payload["messages"].append({"role": "assistant", "content": req.continuation})
+            payload["continue_final_message"] = True
+            payload["add_generation_prompt"] = False
         if cfg.logprobs:
             payload["logprobs"] = True
             payload["top_logprobs"] = 0

@@ -13,17 +13,21 @@ def plain_chat(messages: list[ChatMessage]) -> str:
     return "\n\n".join(lines) + "\n\nAssistant:"
 
 
-def render_prompt(prompt: Prompt, tokenizer: Any | None) -> str:
-    """The text the model continues. Chat messages go through the tokenizer's chat template if it has one."""
+def render_prompt(prompt: Prompt, tokenizer: Any | None, continuation: str = "") -> str:
+    """The text the model continues. Chat messages go through the tokenizer's chat template if it has one.
+
+    `continuation` (a partial answer) is appended after the opened assistant turn, so step-wise
+    strategies extend a prefix that the engine's prefix cache already holds.
+    """
     if isinstance(prompt, str):
-        return prompt
+        return prompt + continuation
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(
             [m.model_dump() for m in prompt], tokenize=False, add_generation_prompt=True
-        )
-    return plain_chat(prompt)
+        ) + continuation
+    return plain_chat(prompt) + (" " + continuation if continuation else "")
 
 
-def prompt_text(prompt: Prompt) -> str:
+def prompt_text(prompt: Prompt, continuation: str = "") -> str:
     """A readable single string for logs and scripted backends."""
-    return prompt if isinstance(prompt, str) else plain_chat(prompt)
+    return (prompt if isinstance(prompt, str) else plain_chat(prompt)) + continuation

@@ -52,7 +52,7 @@ class ScriptedBackend(Backend):
             await asyncio.sleep(self.delay)
         out = []
         for req in requests:
-            text = prompt_text(req.prompt)
+            text = prompt_text(req.prompt, req.continuation)
             samples = []
             for _ in range(req.sampling.n):
                 completion = self._complete(text, self._drawn[text])

@@ -74,9 +74,10 @@ class VLLMBackend(Backend):
         gpu_memory_utilization: float = 0.85,
         engine_kwargs: dict[str, Any] | None = None,
     ):
-        from tts.models import resolve_model
+        from tts.models import count_parameters, resolve_model
 
         self.model = resolve_model(model)
+        self.parameter_count = count_parameters(self.model)
         self.on_gpu = has_cuda()
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep the progress bar readable; env overrides
         if not self.on_gpu:
@@ -216,7 +217,7 @@ class VLLMBackend(Backend):
         return SamplingParams(**kwargs)
 
     def render(self, request: GenerationRequest) -> str:
-        return render_prompt(request.prompt, self.tokenizer)
+        return render_prompt(request.prompt, self.tokenizer, request.continuation)
 
     async def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
         if self._closed or self._error is not None:
@@ -257,7 +258,13 @@ class VLLMBackend(Backend):
             "vllm_version": vllm.__version__,
             "device": "cuda" if self.on_gpu else "cpu",
             "engine": {k: v for k, v in self.engine_kwargs.items() if k != "model"},
-            "env": {k: os.environ.get(k) for k in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE")},
+            "scheduler": {  # what the engine settled on, defaults included
+                "max_num_seqs": self._engine.vllm_config.scheduler_config.max_num_seqs,
+                "max_num_batched_tokens": self._engine.vllm_config.scheduler_config.max_num_batched_tokens,
+            },
+            "parameters": self.parameter_count,
+            "env": {k: os.environ.get(k) for k in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE",
+                                                   "VLLM_CPU_OMP_THREADS_BIND", "OMP_NUM_THREADS")},
         }
 
 
