@@ -18,7 +18,11 @@ def run(args, capsys):
     "args,expected",
     [
         (["eval", "--task", "nope", "-n", "2"], "unknown task 'nope'; choose one of: gsm8k, humaneval, jsonl, math500"),
-        (["eval", "--task", "gsm8k", "--strategy", "nope"], "unknown strategy 'nope'; choose one of: repeated-sampling, self-consistency"),
+        (["eval", "--task", "gsm8k", "--strategy", "nope"], "unknown strategy 'nope'; choose one of: ab-mcts-a, ab-mcts-m, best-of-n, mcts, perplexity"),
+        (["eval", "--task", "gsm8k", "-o", "beams"], "--option/-o: expected KEY=VALUE, got 'beams'"),
+        (["eval", "--task", "gsm8k", "-o", "beams=4", "--limit", "1"],
+         "bad options for strategy 'self-consistency': beams: Extra inputs are not permitted"),
+        (["models", "import", "/no/such.gguf"], "GGUF file not found: /no/such.gguf"),
         (["eval", "--task", "gsm8k", "-n", "0"], "must be at least 1, got 0"),
         (["eval", "--task", "gsm8k", "-n", "x"], "expected an integer"),
         (["eval", "--task", "gsm8k", "--limit", "-3"], "must be at least 1"),
@@ -85,3 +89,11 @@ def test_list_shows_every_plugin_kind(capsys):
                  "docstring-examples", "unit-tests", "math-answer"):
         assert name in out
     assert "unavailable" not in out
+
+
+def test_strategy_options_are_parsed_as_json_else_strings():
+    from tts.cli import build_parser
+
+    args = build_parser().parse_args(["eval", "--task", "gsm8k", "-o", "beams=4", "-o", "sampler=gibbs",
+                                      "-o", "temperatures=[0.6, 1.0]", "-o", "max-depth=3"])
+    assert dict(args.option) == {"beams": 4, "sampler": "gibbs", "temperatures": [0.6, 1.0], "max_depth": 3}

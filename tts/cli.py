@@ -41,6 +41,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def strategy_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip().replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip().replace("-", "_"), value
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse's own convention)
         raise UserError(message)
@@ -49,6 +59,8 @@ class _Parser(argparse.ArgumentParser):
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", "-s", default="self-consistency", help="see `tts list`")
     p.add_argument("-n", type=positive_int, default=8, help="samples per problem (the budget)")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", type=strategy_option,
+                   help="a strategy option, e.g. -o beams=4 (values are JSON, else strings); see `tts list`")
     p.add_argument("--model", "-m", default=None,
                    help="local HF folder, .gguf file, cached model name, or hub id (default: built-in SmolLM2-135M)")
     p.add_argument("--backend", default="vllm", help="vllm (in-process engine) or openai (HTTP server)")
@@ -99,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _strategy_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"n": args.n}
+    return {"n": args.n, **dict(args.option)}
 
 
 def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -206,11 +218,24 @@ def cmd_solve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _strategy_option_help(name: str) -> str:
+    """ "key=default, ..." for a strategy's options beyond n (what `-o key=value` accepts)."""
+    try:
+        fields = registry.get("strategies", name).Config.model_fields
+    except ImportError:
+        return ""
+    return ", ".join(f"{k}={f.default!r}" for k, f in fields.items() if k != "n")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     for kind in registry.KINDS:
         print(f"{kind}:")
         for name, description in registry.describe(kind):
             print(f"  {name:<20} {description}")
+            if kind == "strategies":
+                options = _strategy_option_help(name)
+                if options:
+                    print(f"  {'':<20} options: {options}")
     return 0
 
 

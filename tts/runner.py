@@ -80,6 +80,9 @@ async def evaluate(
                desc=f"{task.name}/{strategy.name}", dynamic_ncols=True)
     ids = {it.problem.id for it in items}
     done = correct = tokens = 0
+    engine_stats = getattr(backend, "stats", None)
+    if engine_stats is not None:
+        engine_stats.reset()
 
     async def one(item: TaskItem) -> None:
         nonlocal done, correct, tokens
@@ -110,5 +113,7 @@ async def evaluate(
     metrics["completion_tokens_per_second_this_session"] = (
         tokens / metrics["session_seconds"] if todo and metrics["session_seconds"] else None
     )
+    if engine_stats is not None and todo:  # how wide the engine's batches really were this session
+        metrics["engine_this_session"] = engine_stats.summary()
     run.write_metrics(metrics)
     return metrics

@@ -43,6 +43,34 @@ def configure_cpu_environment(kv_cache_gb: int) -> None:
 
 
 @dataclass
+class EngineStats:
+    """What the engine thread did: steps, seconds inside `engine.step()`, sequences per step.
+
+    Batch sizes come from the in-process scheduler (the sequences it ran in that step), which is how
+    strategies can show the engine really saw their requests together. Reset with `reset()`.
+    """
+
+    steps: int = 0
+    step_seconds: float = 0.0
+    sequences: int = 0  # summed over steps
+    max_batch: int = 0
+
+    def record(self, seconds: float, batch: int) -> None:
+        self.steps += 1
+        self.step_seconds += seconds
+        self.sequences += batch
+        self.max_batch = max(self.max_batch, batch)
+
+    def reset(self) -> None:
+        self.steps, self.step_seconds, self.sequences, self.max_batch = 0, 0.0, 0, 0
+
+    def summary(self) -> dict[str, float]:
+        return {"steps": self.steps, "step_seconds": round(self.step_seconds, 3),
+                "mean_batch": round(self.sequences / self.steps, 2) if self.steps else 0.0,
+                "max_batch": self.max_batch}
+
+
+@dataclass
 class _Pending:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
@@ -99,6 +127,7 @@ class VLLMBackend(Backend):
             self.engine_kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         self.engine_kwargs.update(engine_kwargs or {})
 
+        self.stats = EngineStats()
         self._queue: queue.Queue = queue.Queue()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -126,7 +155,11 @@ class VLLMBackend(Backend):
         self._ready.set()
 
         engine = self._engine
+        # The in-process scheduler, when reachable, tells how many sequences each step really ran.
+        core = getattr(getattr(engine, "engine_core", None), "engine_core", None)
+        scheduler = getattr(core, "scheduler", None)
         waiting: dict[str, _Pending] = {}
+        stats = self.stats
         while True:
             block = not engine.has_unfinished_requests()
             items = []
@@ -155,7 +188,10 @@ class VLLMBackend(Backend):
             if not engine.has_unfinished_requests():
                 continue
             try:
+                t = time.perf_counter()
                 outputs = engine.step()
+                batch = len(getattr(scheduler, "running", ())) if scheduler is not None else 0
+                stats.record(time.perf_counter() - t, batch)
             except BaseException as exc:  # noqa: BLE001 - the engine is dead; tell every waiter
                 self._error = exc
                 self._fail_all(waiting, BackendError(f"vLLM engine died: {exc!r}"))
