@@ -34,6 +34,7 @@ class SamplingConfig(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(512, ge=1)
     stop: tuple[str, ...] = ()
+    min_tokens: int = Field(0, ge=0, description="tokens to generate before a stop string or EOS may end the sample")
     seed: int | None = Field(None, description="per-request seed; honoured where the engine supports it")
     logprobs: bool = Field(True, description="return the sampled tokens' log-probabilities")
 
@@ -57,6 +58,9 @@ class Sample(BaseModel):
     logprob_sum: float | None = None
     token_logprobs: list[float] | None = None
     finish_reason: str | None = None
+    stop_reason: str | int | None = Field(
+        None, description="the stop string (or token id) that ended the sample; None at EOS or the token cap"
+    )
     prompt_tokens: int = 0
     cached_tokens: int = 0
 

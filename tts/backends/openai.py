@@ -104,6 +104,8 @@ class OpenAIBackend(Backend):
         }
         if cfg.stop:
             payload["stop"] = list(cfg.stop)
+        if cfg.min_tokens:
+            payload["min_tokens"] = cfg.min_tokens  # vLLM's server extension
         if cfg.seed is not None and self.send_seed:
             payload["seed"] = cfg.seed
         if isinstance(req.prompt, str):
@@ -146,6 +148,7 @@ class OpenAIBackend(Backend):
                     logprob_sum=sum(token_lps) if token_lps is not None else None,
                     token_logprobs=token_lps,
                     finish_reason=choice.get("finish_reason"),
+                    stop_reason=choice.get("stop_reason"),
                     prompt_tokens=prompt_tokens,
                     cached_tokens=cached,
                 )

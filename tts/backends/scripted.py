@@ -58,9 +58,14 @@ class ScriptedBackend(Backend):
                 completion = self._complete(text, self._drawn[text])
                 self._drawn[text] += 1
                 body, mean_lp = completion if isinstance(completion, tuple) else (completion, _default_logprob(completion))
-                for stop in req.sampling.stop:
-                    if stop in body:
-                        body = body[: body.index(stop)]
+                # Like vLLM: the earliest stop string (searched after min_tokens words) ends the text,
+                # is left out of it, and is reported as the stop reason.
+                skip = len(" ".join(body.split(" ")[: req.sampling.min_tokens])) if req.sampling.min_tokens else 0
+                hits = [(body.index(s, skip), s) for s in req.sampling.stop if s in body[skip:]]
+                stop_reason = None
+                if hits:
+                    at, stop_reason = min(hits)
+                    body = body[:at]
                 words = body.split()[: req.sampling.max_tokens]
                 count = max(len(words), 1)
                 samples.append(
@@ -70,6 +75,7 @@ class ScriptedBackend(Backend):
                         logprob_sum=mean_lp * count,
                         token_logprobs=[mean_lp] * count if req.sampling.logprobs else None,
                         finish_reason="stop",
+                        stop_reason=stop_reason,
                         prompt_tokens=len(text.split()),
                     )
                 )

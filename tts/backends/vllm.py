@@ -226,6 +226,7 @@ class VLLMBackend(Backend):
                     logprob_sum=sum(token_lps) if token_lps is not None else None,
                     token_logprobs=token_lps,
                     finish_reason=c.finish_reason,
+                    stop_reason=c.stop_reason,
                     prompt_tokens=prompt_tokens,
                     cached_tokens=cached,
                 )
@@ -243,6 +244,7 @@ class VLLMBackend(Backend):
             top_p=cfg.top_p,
             max_tokens=cfg.max_tokens,
             stop=list(cfg.stop) or None,
+            min_tokens=cfg.min_tokens,
             logprobs=0 if cfg.logprobs else None,  # 0: only the sampled token's logprob
             output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request, with all n samples
         )

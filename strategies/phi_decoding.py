@@ -1,0 +1,507 @@
+"""φ-Decoding: step-wise decoding with foresight rollouts, advantage + alignment sampling and adaptive
+pruning (ALGORITHMS.md section 5; reference: xufangzhi/phi-Decoding `phi_decoding-origin.py`).
+
+Each step, for the beams still open (M = `beams` at first):
+1. candidates: N one-line steps per beam (T=0.6, stop at the delimiter), one engine call for all beams;
+2. in-width pruning: candidates whose step mlogp is not above mu - sigma_rate*sigma get no rollout
+   (topped up to the beam width from the dropped ones, sampled with softmax(mlogp/tau));
+3. foresight: each kept candidate is rolled out to the end of the answer (one call); F = mlogp of the
+   rollout tokens only (caution 2), advantage A = F - F of the parent beam;
+4. selection: pool S = kept candidates with A > 0 and a non-empty rollout. If |S| >= width, the rollouts
+   are clustered (TF-IDF + k-means, K=3) and `width` candidates are drawn without replacement from
+   P = (softmax(cluster share) + softmax(A/tau)) / 2 over S; otherwise, or if clustering fails, from
+   softmax(A/tau) over all kept candidates;
+5. in-depth pruning: stop when all chosen steps are identical and t >= min_depth_steps, or when one
+   cluster held more than depth_threshold of the pool at this step and t+1 >= min_depth_steps.
+Then every open beam is completed (one call), A_b = mlogp(completion) - F_b, and one beam is picked:
+pool = beams with A_b > 0 and a non-empty completion; k-means (K=2) on the completions; within the
+LARGER cluster b ~ softmax(A/tau). The reference code indexes the wrong cluster when cluster 1 is the
+larger one; this implements the intended rule, as the spec asks. An empty pool picks b ~ softmax(-A/tau)
+over all beams (the sign as in the reference code); a failed clustering, b ~ softmax(A/tau) over all.
+
+Decisions where the spec is silent:
+- Finished answers. The reference has no notion of one. Here a candidate step ends the answer when it
+  holds the answer pattern or end marker (tts.stepwise), the engine reports EOS, or its rollout comes back
+  empty (the model stopped right after the step). It needs no rollout: its foresight path is the step
+  itself, F = the step's mlogp. A chosen finished candidate freezes its beam: later steps expand only the
+  open beams (the width shrinks), and the loop ends when none is open. In the final selection a frozen
+  beam's completion is its last step and its advantage the one it was chosen with.
+- The cluster-agreement stop looks at the current step only (the origin script's flag, once set, stays
+  set for the rest of the problem); no clustering at a step means no agreement at that step.
+- Sampling without replacement is successive sampling (Gumbel-top-k on log-probabilities): exact, and
+  safe where softmax weights underflow to zero (caution 3).
+- Final selection: when the two clusters are the same size, b is drawn from both together.
+- `n` (the common budget option) is not used: the budget is beams x candidates x steps and the token
+  caps. Compare with self-consistency at matched tokens (info["compute"]).
+- Temperatures: steps 0.6, rollouts and final completions 1.0 (vLLM's default, as in the reference);
+  top_p and seeding come from the context's sampling settings, its temperature and max_tokens do not.
+- Candidates are the M final answers (text = initial prefix + steps + completion); confidence is the
+  share of them whose answer is equivalent to the chosen one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import Field, model_validator
+from scipy.special import log_softmax
+
+from tts.clustering import (
+    DEFAULT_EMBEDDING_MODEL,
+    ClusteringError,
+    ClusteringMethod,
+    cluster_shares,
+    cluster_texts,
+    require_embeddings,
+)
+from tts.stepwise import (
+    DEFAULT_ANSWER_PATTERN,
+    DEFAULT_DELIMITER,
+    Step,
+    StepFormat,
+    StepState,
+    ended_without_text,
+    flops_report,
+    next_step_requests,
+    rollout_requests,
+    step_from_sample,
+    usage_of,
+    with_request_seeds,
+)
+from tts.strategy import Strategy, StrategyConfig, StrategyContext
+from tts.types import Candidate, GenerationRequest, Problem, Result, Sample, SamplingConfig, Usage, finite_or_none
+from tts.voting import group_answers
+
+PHASES = ("steps", "foresight", "final")
+
+
+class PhiDecodingConfig(StrategyConfig):
+    """Defaults are the origin script's (ALGORITHMS.md 5, "Hyperparameters")."""
+
+    n: int = Field(8, ge=1, description="not used by φ-Decoding: its budget is beams x candidates x steps")
+    beams: int = Field(4, ge=1, description="M (step_beam_size): beams kept per step")
+    candidates: int = Field(4, ge=1, description="N (num_rollout): candidate steps sampled per beam")
+    max_steps: int = Field(8, ge=1, description="T_max (num_foresight): step iterations at most")
+    step_temperature: float = Field(0.6, ge=0.0)
+    step_max_tokens: int = Field(1024, ge=1)
+    rollout_temperature: float = Field(1.0, ge=0.0)
+    rollout_max_tokens: int = Field(1024, ge=1, description="cap on each foresight rollout")
+    final_temperature: float = Field(1.0, ge=0.0)
+    final_max_tokens: int = Field(3000, ge=1)
+    tau: float = Field(0.1, gt=0.0, description="softmax temperature of the log-prob and advantage weights")
+    clusters: int = Field(3, ge=1, description="K: k-means clusters of the foresight paths")
+    final_clusters: int = Field(2, ge=1, description="k-means clusters of the final completions")
+    width_pruning: bool = True
+    sigma_rate: float = Field(1.0, ge=0.0, description="in-width pruning drops step mlogp <= mu - sigma_rate*sigma")
+    depth_pruning: bool = True
+    depth_threshold: float = Field(0.7, gt=0.0, le=1.0, description="delta: cluster share that stops the loop")
+    min_depth_steps: int = Field(4, ge=0, description="least_foresight_num: no in-depth stop before this step")
+    positive_advantage_only: bool = Field(True, description="adv_above0: only A > 0 enters clustering")
+    clustering: ClusteringMethod = "tfidf"
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    delimiter: str = Field(DEFAULT_DELIMITER, min_length=1, description="a step is the text up to this string")
+    initial_prefix: str = Field("The reasoning steps are:\n\n", description="answer text every beam starts from")
+    answer_pattern: str | None = Field(DEFAULT_ANSWER_PATTERN, description="regex; a step matching it ends the answer")
+    end_marker: str | None = Field(None, description="e.g. <end_of_reasoning>, where the prompt asks for one")
+
+    @model_validator(mode="after")
+    def _embeddings_available(self) -> PhiDecodingConfig:
+        if self.clustering == "embedding":
+            require_embeddings()
+        return self
+
+
+# ----------------------------------------------------------------------------- selection math (pure)
+
+
+def sample_without_replacement(log_weights: Sequence[float], k: int, rng: random.Random) -> list[int]:
+    """k distinct indices drawn one after another, each with probability proportional to its weight among
+    those left (Gumbel-top-k). Weights that underflow to zero (log -inf) come last, so k distinct indices
+    come back whenever k <= len(log_weights)."""
+    if k > len(log_weights):
+        raise ValueError(f"cannot draw {k} distinct items from {len(log_weights)}")
+    keys = []
+    for lw in log_weights:
+        u = rng.random()
+        while u == 0.0:
+            u = rng.random()
+        keys.append(lw - math.log(-math.log(u)))
+    return sorted(range(len(keys)), key=lambda i: keys[i], reverse=True)[:k]
+
+
+@dataclass
+class WidthPruning:
+    kept: list[int]
+    added_back: list[int]
+    mu: float
+    sigma: float
+    threshold: float
+
+
+def width_prune(mlogps: Sequence[float], sigma_rate: float, tau: float, width: int, rng: random.Random) -> WidthPruning:
+    """Keep candidates with step mlogp > mu - sigma_rate*sigma; top up to `width` from the dropped ones,
+    drawn without replacement with softmax(mlogp/tau)."""
+    x = np.asarray(mlogps, dtype=float)
+    mu, sigma = float(x.mean()), float(x.std())
+    threshold = mu - sigma_rate * sigma
+    kept = [i for i in range(len(x)) if x[i] > threshold]
+    dropped = [i for i in range(len(x)) if x[i] <= threshold]
+    added: list[int] = []
+    if len(kept) < width:
+        picks = sample_without_replacement(log_softmax(x[dropped] / tau), width - len(kept), rng)
+        added = sorted(dropped[p] for p in picks)
+    return WidthPruning(sorted(kept + added), added, mu, sigma, threshold)
+
+
+@dataclass
+class Selection:
+    chosen: list[int]  # indices into the candidates the selection saw
+    mode: str  # "joint" (clustered pool), "advantage: small pool", "advantage: clustering failed"
+    probabilities: list[float]  # first-draw probability of each candidate (0 outside the pool)
+    alignment: list[float | None]  # cluster share of each pool member's path, None outside the pool
+    cluster_shares: list[float] = field(default_factory=list)
+    early_stop: bool = False
+
+
+def choose_next(
+    advantages: Sequence[float],
+    pool: Sequence[int],
+    labels: Sequence[int] | None,
+    width: int,
+    tau: float,
+    threshold: float,
+    rng: random.Random,
+) -> Selection:
+    """Step 4 of the procedure: `width` candidates from the joint distribution over the clustered pool,
+    or from softmax(A/tau) over all candidates when the pool is smaller than the width or clustering failed."""
+    a = np.asarray(advantages, dtype=float)
+    if len(pool) < width or labels is None:
+        log_p = log_softmax(a / tau)
+        mode = "advantage: small pool" if len(pool) < width else "advantage: clustering failed"
+        chosen = sample_without_replacement(log_p, width, rng)
+        return Selection(chosen, mode, np.exp(log_p).tolist(), [None] * len(a))
+    shares = cluster_shares(labels)
+    ratio = shares[np.asarray(labels, dtype=int)]
+    p = (np.exp(log_softmax(ratio)) + np.exp(log_softmax(a[list(pool)] / tau))) / 2
+    picks = sample_without_replacement(np.log(p), width, rng)
+    probabilities = [0.0] * len(a)
+    alignment: list[float | None] = [None] * len(a)
+    for j, i in enumerate(pool):
+        probabilities[i] = float(p[j])
+        alignment[i] = float(ratio[j])
+    return Selection(
+        chosen=[pool[j] for j in picks],
+        mode="joint",
+        probabilities=probabilities,
+        alignment=alignment,
+        cluster_shares=shares.tolist(),
+        early_stop=bool(shares.max() > threshold),
+    )
+
+
+@dataclass
+class FinalSelection:
+    chosen: int
+    mode: str  # "larger cluster", "negative advantage: empty pool", "advantage: clustering failed"
+    probabilities: list[float]  # probability of each beam
+    members: list[int]  # beams the choice was drawn from
+
+
+def choose_final(
+    advantages: Sequence[float], pool: Sequence[int], labels: Sequence[int] | None, tau: float, rng: random.Random
+) -> FinalSelection:
+    """The final pick: softmax(A/tau) within the larger k-means cluster of the pool (both when tied); an
+    empty pool draws from softmax(-A/tau) over all beams, a failed clustering from softmax(A/tau) over all."""
+    a = np.asarray(advantages, dtype=float)
+    if not pool:
+        members, log_p, mode = list(range(len(a))), log_softmax(-a / tau), "negative advantage: empty pool"
+    elif labels is None:
+        members, log_p, mode = list(range(len(a))), log_softmax(a / tau), "advantage: clustering failed"
+    else:
+        sizes = np.bincount(np.asarray(labels, dtype=int))
+        largest = set(np.flatnonzero(sizes == sizes.max()).tolist())
+        members = [b for b, label in zip(pool, labels) if int(label) in largest]
+        log_p, mode = log_softmax(a[members] / tau), "larger cluster"
+    (pick,) = sample_without_replacement(log_p, 1, rng)
+    probabilities = [0.0] * len(a)
+    for b, lp in zip(members, log_p):
+        probabilities[b] = float(np.exp(lp))
+    return FinalSelection(members[pick], mode, probabilities, members)
+
+
+# ----------------------------------------------------------------------------- the search
+
+
+@dataclass(frozen=True)
+class Beam:
+    state: StepState
+    value: float = 0.0  # F of the foresight that chose it (the parent value of its children)
+    advantage: float | None = None  # A it was chosen with
+    path: str = ""  # its foresight path; for a finished beam, its last step
+
+
+@dataclass
+class CandidateStep:
+    beam: int  # slot of the parent beam
+    step: Step
+    value: float | None = None  # F
+    path: str = ""
+    rolled_out: bool = False
+    rollout_tokens: int = 0
+    advantage: float | None = None
+
+
+class PhiDecoding(Strategy):
+    name = "phi-decoding"
+    description = "φ-Decoding: step-wise foresight sampling (advantage + cluster alignment) with width/depth pruning"
+    Config = PhiDecodingConfig
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        c = self.config
+        self.format = StepFormat(delimiter=c.delimiter, answer_pattern=c.answer_pattern, end_marker=c.end_marker)
+
+    async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
+        return await _Search(self, problem, ctx).run()
+
+
+class _Search:
+    """One problem's search: beams, per-step records and per-phase token counts."""
+
+    def __init__(self, strategy: PhiDecoding, problem: Problem, ctx: StrategyContext):
+        self.name = strategy.name
+        self.cfg: PhiDecodingConfig = strategy.config
+        self.fmt = strategy.format
+        self.problem = problem
+        self.ctx = ctx
+        self.phase_usage = {phase: Usage() for phase in PHASES}
+        self.records: list[dict[str, Any]] = []
+
+    # ---- engine and clustering --------------------------------------------------------------
+    def _sampling(self, n: int, temperature: float, max_tokens: int) -> SamplingConfig:
+        base = self.ctx.sampling
+        return SamplingConfig(n=n, temperature=temperature, top_p=base.top_p, max_tokens=max_tokens,
+                              seed=base.seed, logprobs=True)
+
+    async def _generate(self, phase: str, requests: list[GenerationRequest]) -> list[list[Sample]]:
+        """One engine call for the whole phase (the engine batches it with other problems' calls)."""
+        if not requests:
+            return []
+        out = await self.ctx.generate(with_request_seeds(requests, self.ctx.rng))
+        self.phase_usage[phase] = self.phase_usage[phase] + usage_of(out)
+        return out
+
+    async def _cluster(self, texts: list[str], k: int) -> list[int] | None:
+        seed = self.ctx.rng.randrange(2**31)
+        try:
+            labels = await asyncio.to_thread(cluster_texts, texts, k, method=self.cfg.clustering, seed=seed,
+                                             embedding_model=self.cfg.embedding_model)
+        except ClusteringError:
+            return None
+        return [int(x) for x in labels]
+
+    # ---- the step loop ----------------------------------------------------------------------
+    async def run(self) -> Result:
+        cfg = self.cfg
+        beams = [Beam(StepState(prefix=cfg.initial_prefix)) for _ in range(cfg.beams)]
+        stop_reason, steps_run = "max_steps", 0
+        for t in range(cfg.max_steps):
+            beams, depth_stop = await self._step(t, beams)
+            steps_run = t + 1
+            if depth_stop:
+                stop_reason = depth_stop
+                break
+            if all(b.state.finished for b in beams):
+                stop_reason = "all_finished"
+                break
+        return await self._finish(beams, stop_reason, steps_run)
+
+    async def _step(self, t: int, beams: list[Beam]) -> tuple[list[Beam], str | None]:
+        cfg, rng, prompt = self.cfg, self.ctx.rng, self.problem.prompt
+        open_slots = [i for i, b in enumerate(beams) if not b.state.finished]
+        width = len(open_slots)
+
+        # 1. candidate steps
+        step_sampling = self._sampling(cfg.candidates, cfg.step_temperature, cfg.step_max_tokens)
+        outs = await self._generate("steps", next_step_requests(prompt, [beams[i].state for i in open_slots],
+                                                                step_sampling, self.fmt))
+        cands = [CandidateStep(slot, step_from_sample(s, self.fmt)) for slot, samples in zip(open_slots, outs)
+                 for s in samples]
+
+        # 2. in-width pruning
+        mlogps = [c.step.mean_logprob for c in cands]
+        if cfg.width_pruning:
+            width_info = width_prune(mlogps, cfg.sigma_rate, cfg.tau, width, rng)
+        else:
+            width_info = WidthPruning(list(range(len(cands))), [], float(np.mean(mlogps)), float(np.std(mlogps)),
+                                      -math.inf)
+        kept = [cands[i] for i in width_info.kept]
+
+        # 3. foresight
+        to_roll = [c for c in kept if not c.step.finished]
+        rollout_sampling = self._sampling(1, cfg.rollout_temperature, cfg.rollout_max_tokens)
+        outs = await self._generate("foresight", rollout_requests(
+            prompt, [beams[c.beam].state.text + c.step.written for c in to_roll], rollout_sampling, self.fmt))
+        for c, (sample,) in zip(to_roll, outs):
+            c.rolled_out, c.rollout_tokens = True, sample.token_count
+            if ended_without_text(sample):  # the model stopped right after this step: it ended the answer
+                c.step = c.step.model_copy(update={"finished": True})
+            else:
+                c.value, c.path = sample.mean_logprob or 0.0, sample.text
+        for c in kept:
+            if c.step.finished:  # the path after the parent is the step itself
+                c.value, c.path = c.step.mean_logprob, c.step.text
+            c.advantage = c.value - beams[c.beam].value
+
+        # 4. selection
+        advantages = [c.advantage for c in kept]
+        pool = [i for i, c in enumerate(kept)
+                if c.path.strip() and (c.advantage > 0 or not cfg.positive_advantage_only)]
+        labels = await self._cluster([kept[i].path for i in pool], cfg.clusters) if len(pool) >= width else None
+        sel = choose_next(advantages, pool, labels, width, cfg.tau, cfg.depth_threshold, rng)
+        chosen = [kept[i] for i in sel.chosen]
+        successors = iter(Beam(beams[c.beam].state.extend(c.step), c.value, c.advantage, c.path) for c in chosen)
+        new_beams = [next(successors) if slot in open_slots else b for slot, b in enumerate(beams)]
+
+        # 5. in-depth pruning
+        depth_stop = None
+        if cfg.depth_pruning:
+            if len({c.step.text.strip() for c in chosen}) == 1 and t >= cfg.min_depth_steps:
+                depth_stop = "identical_steps"
+            elif sel.early_stop and t + 1 >= cfg.min_depth_steps:
+                depth_stop = "cluster_agreement"
+
+        self.records.append(self._step_record(t, width, cands, width_info, kept, pool, labels, sel, chosen,
+                                              new_beams, open_slots, depth_stop))
+        return new_beams, depth_stop
+
+    # ---- final completion and selection -----------------------------------------------------
+    async def _finish(self, beams: list[Beam], stop_reason: str, steps_run: int) -> Result:
+        cfg, ctx = self.cfg, self.ctx
+        open_slots = [i for i, b in enumerate(beams) if not b.state.finished]
+        final_sampling = self._sampling(1, cfg.final_temperature, cfg.final_max_tokens)
+        outs = await self._generate("final", rollout_requests(
+            self.problem.prompt, [beams[i].state.text for i in open_slots], final_sampling, self.fmt))
+        completions: dict[int, Sample] = {slot: samples[0] for slot, samples in zip(open_slots, outs)}
+
+        paths, advantages = [], []
+        for slot, beam in enumerate(beams):
+            if slot in completions:
+                sample = completions[slot]
+                paths.append(sample.text)
+                advantages.append((sample.mean_logprob or 0.0) - beam.value)
+            else:  # finished inside the loop: its completion was its last step
+                paths.append(beam.path)
+                advantages.append(beam.advantage if beam.advantage is not None else 0.0)
+        pool = [b for b in range(len(beams))
+                if paths[b].strip() and (advantages[b] > 0 or not cfg.positive_advantage_only)]
+        labels = await self._cluster([paths[b] for b in pool], cfg.final_clusters) if pool else None
+        final = choose_final(advantages, pool, labels, cfg.tau, ctx.rng)
+
+        candidates = [self._candidate(slot, beam, completions.get(slot), advantages[slot], slot in pool)
+                      for slot, beam in enumerate(beams)]
+        if labels is not None:
+            for b, label in zip(pool, labels):
+                candidates[b].info["cluster"] = label
+        await ctx.verify(self.problem, candidates)
+        chosen = candidates[final.chosen]
+        info = self._summary(stop_reason, steps_run, final, pool, labels, advantages)
+        return ctx.finish(self.problem, self.name, answer=chosen.answer,
+                          confidence=self._agreement(candidates, final.chosen), chosen=final.chosen,
+                          candidates=candidates, info=info)
+
+    def _candidate(self, slot: int, beam: Beam, completion: Sample | None, advantage: float,
+                   in_pool: bool) -> Candidate:
+        state = beam.state
+        text = state.text + (completion.text if completion else "")
+        tokens = state.token_count + (completion.token_count if completion else 0)
+        logprob = state.logprob_sum + ((completion.logprob_sum or 0.0) if completion else 0.0)
+        finish = completion.finish_reason if completion else state.steps[-1].finish_reason
+        return Candidate(
+            text=text,
+            answer=self.ctx.answers.extract_answer(text, self.problem),
+            completion_tokens=tokens,
+            mean_logprob=finite_or_none(logprob / tokens) if tokens else None,
+            finish_reason=finish,
+            info={"beam": slot, "steps": state.depth, "finished_in_loop": completion is None,
+                  "final_advantage": finite_or_none(advantage), "in_final_pool": in_pool,
+                  "step_logprobs": [finite_or_none(x) for x in state.cumulative_logprobs]},
+        )
+
+    def _agreement(self, candidates: list[Candidate], chosen: int) -> float | None:
+        if candidates[chosen].answer is None:
+            return None
+        groups = group_answers([c.answer for c in candidates], self.ctx.answers.equivalent)
+        group = next(g for g in groups if chosen in g)
+        return len(group) / len(candidates)
+
+    # ---- records ----------------------------------------------------------------------------
+    def _step_record(self, t, width, cands, width_info, kept, pool, labels, sel, chosen, new_beams, open_slots,
+                     depth_stop) -> dict[str, Any]:
+        kept_at = {id(c): j for j, c in enumerate(kept)}
+        pool_at = {i: j for j, i in enumerate(pool)}
+        chosen_ids = {id(c) for c in chosen}
+        rows = []
+        for c in cands:
+            j = kept_at.get(id(c))
+            rows.append({
+                "beam": c.beam,
+                "step": c.step.text,
+                "step_mlogp": finite_or_none(c.step.mean_logprob),
+                "step_tokens": c.step.token_count,
+                "finished": c.step.finished,
+                "kept": j is not None,
+                "foresight_mlogp": finite_or_none(c.value) if j is not None else None,
+                "foresight_tokens": c.rollout_tokens,
+                "advantage": finite_or_none(c.advantage) if j is not None else None,
+                "in_pool": j is not None and j in pool_at,
+                "cluster": labels[pool_at[j]] if labels is not None and j is not None and j in pool_at else None,
+                "alignment": sel.alignment[j] if j is not None else None,
+                "probability": sel.probabilities[j] if j is not None else None,
+                "chosen": id(c) in chosen_ids,
+            })
+        parents = iter(c.beam for c in chosen)
+        return {
+            "step": t,
+            "width": width,
+            "candidates": rows,
+            "width_pruning": {"mu": finite_or_none(width_info.mu), "sigma": finite_or_none(width_info.sigma),
+                              "threshold": finite_or_none(width_info.threshold),
+                              "pruned": len(cands) - len(kept), "added_back": len(width_info.added_back)},
+            "rollouts": sum(c.rolled_out for c in kept),
+            "selection": {"mode": sel.mode, "cluster_shares": sel.cluster_shares, "early_stop": sel.early_stop},
+            "beams": [{"parent": next(parents) if slot in open_slots else None, "steps": b.state.depth,
+                       "finished": b.state.finished, "value": finite_or_none(b.value)}
+                      for slot, b in enumerate(new_beams)],
+            "depth_stop": depth_stop,
+        }
+
+    def _summary(self, stop_reason, steps_run, final: FinalSelection, pool, labels, advantages) -> dict[str, Any]:
+        cfg = self.cfg
+        candidates_total = sum(len(r["candidates"]) for r in self.records)
+        width_pruned = sum(r["width_pruning"]["pruned"] for r in self.records)
+        depth_pruned = cfg.max_steps - steps_run if stop_reason in ("identical_steps", "cluster_agreement") else 0
+        compute = flops_report(self.ctx.usage, self.ctx.backend.parameter_count)
+        compute["phases"] = {phase: u.model_dump(exclude={"verifier_calls", "wall_time"})
+                             for phase, u in self.phase_usage.items()}
+        return {
+            "steps": self.records,
+            "steps_run": steps_run,
+            "stop_reason": stop_reason,
+            "candidate_steps": candidates_total,
+            "width_pruned_steps": width_pruned,
+            "width_pruned_share": width_pruned / candidates_total if candidates_total else 0.0,
+            "depth_pruned_steps": depth_pruned,
+            "depth_pruned_share": depth_pruned / cfg.max_steps,
+            "rollouts": sum(r["rollouts"] for r in self.records),
+            "final": {"mode": final.mode, "pool": list(pool), "clusters": labels, "members": final.members,
+                      "advantages": [finite_or_none(a) for a in advantages],
+                      "probabilities": final.probabilities, "chosen": final.chosen},
+            "compute": compute,
+        }
