@@ -82,3 +82,35 @@ async def test_a_refused_request_fails_alone(engine):
     results = await asyncio.gather(engine.generate([bad]), engine.generate([good]), return_exceptions=True)
     assert isinstance(results[0], BackendError)
     assert len(results[1][0]) == 1
+
+
+async def test_stop_reason_min_tokens_and_continuation(engine):
+    """Step-wise decoding's needs: which stop ended a sample, no empty steps, continuing a partial answer."""
+    prompt = [ChatMessage(role="user", content="List three fruits, one per line.")]
+    cfg = SamplingConfig(n=6, temperature=1.0, max_tokens=40, stop=("\n",), min_tokens=1)
+    (samples,) = await engine.generate([GenerationRequest(prompt=prompt, sampling=cfg, continuation="1. Apple\n")])
+    for s in samples:
+        assert s.token_count >= 1
+        if s.stop_reason == "\n":
+            assert s.finish_reason == "stop" and "\n" not in s.text.lstrip("\n")
+        else:
+            assert s.stop_reason is None  # EOS or the token cap
+    # the continuation is part of the model's input, after the opened assistant turn
+    assert engine.render(GenerationRequest(prompt=prompt, continuation="1. Apple\n2.")).endswith(
+        "assistant\n1. Apple\n2.")
+    greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=12)
+    (fresh,), (cont,) = await asyncio.gather(
+        engine.generate([GenerationRequest(prompt=prompt, sampling=greedy)]),
+        engine.generate([GenerationRequest(prompt=prompt, sampling=greedy, continuation="1. Apple\n2.")]))
+    assert cont[0].prompt_tokens >= fresh[0].prompt_tokens + 4
+
+
+async def test_engine_stats_count_steps_and_batch_sizes(engine):
+    engine.stats.reset()
+    cfg = SamplingConfig(n=4, temperature=0.8, max_tokens=8)
+    reqs = [GenerationRequest(prompt=f"Story {i}:", sampling=cfg) for i in range(4)]
+    await asyncio.gather(*(engine.generate([r]) for r in reqs))
+    summary = engine.stats.summary()
+    assert summary["steps"] >= 8 and summary["step_seconds"] > 0
+    assert 1 <= summary["mean_batch"] <= summary["max_batch"] <= 16
+    assert summary["max_batch"] >= 8  # the four concurrent callers' 16 sequences ran together
