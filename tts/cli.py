@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", default=None, help="name for --model (default: the file's stem, lower-cased)")
     imp.set_defaults(func=cmd_models_import)
 
+    from tts.study_cli import register as register_studies
+
+    register_studies(sub)
+
     ev.set_defaults(func=cmd_eval)
     so.set_defaults(func=cmd_solve)
     return parser
@@ -224,7 +228,7 @@ def _strategy_option_help(name: str) -> str:
         fields = registry.get("strategies", name).Config.model_fields
     except ImportError:
         return ""
-    return ", ".join(f"{k}={f.default!r}" for k, f in fields.items() if k != "n")
+    return ", ".join(f"{k}={f.get_default(call_default_factory=True)!r}" for k, f in fields.items() if k != "n")
 
 
 def cmd_list(args: argparse.Namespace) -> int:

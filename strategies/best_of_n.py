@@ -1,0 +1,35 @@
+"""Best-of-N by the selection verifiers' score (ALGORITHMS.md 7).
+
+Sample n, score every candidate with the task's selection verifiers (never the oracle: for
+HumanEval, the docstring examples), keep the highest mean score; ties are broken by mean token
+log-prob, then by sample order (`tts.selectors.best_of_n`). With no selection verifier every score
+is missing, so the choice degrades to `perplexity` (the most probable path).
+confidence = the chosen candidate's score (None without a verifier).
+"""
+
+from __future__ import annotations
+
+from tts import selectors
+from tts.strategy import Strategy, StrategyContext
+from tts.types import Problem, Result
+
+
+class BestOfN(Strategy):
+    name = "best-of-n"
+    description = "n samples; answer = highest selection-verifier score, ties by mean log-prob (no verifier: perplexity)"
+
+    async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
+        samples = await ctx.sample(problem, self.config.n, logprobs=True)
+        candidates = [ctx.candidate(problem, s) for s in samples]
+        await ctx.verify(problem, candidates)
+        scores = [selectors.verdict_score(c.verdicts) for c in candidates]
+        pick = selectors.best_of_n(scores, [c.mean_logprob for c in candidates])
+        return ctx.finish(
+            problem,
+            self.name,
+            answer=None if pick.chosen is None else candidates[pick.chosen].answer,
+            confidence=pick.confidence,
+            chosen=pick.chosen,
+            candidates=candidates,
+            info={"scores": scores, "tied": pick.tied, "verifiers": [v.name for v in ctx.verifiers]},
+        )

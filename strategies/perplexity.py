@@ -1,0 +1,32 @@
+"""Perplexity: the single most probable sampled path (ALGORITHMS.md 3, the RPC paper's baseline).
+
+Sample n, keep the path with the highest mean token log-probability (`tts.selectors.perplexity`).
+It converges fast but ignores that many paths may share an answer; `rpc` combines the two.
+confidence = exp(mean log-prob) of the chosen path.
+"""
+
+from __future__ import annotations
+
+from tts import selectors
+from tts.strategy import Strategy, StrategyContext
+from tts.types import Problem, Result
+
+
+class Perplexity(Strategy):
+    name = "perplexity"
+    description = "n samples; answer = the path with the highest mean token log-prob (lowest perplexity)"
+
+    async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
+        samples = await ctx.sample(problem, self.config.n, logprobs=True)
+        candidates = [ctx.candidate(problem, s) for s in samples]
+        await ctx.verify(problem, candidates)  # recorded for later selectors; the choice does not use them
+        pick = selectors.perplexity([c.mean_logprob for c in candidates])
+        return ctx.finish(
+            problem,
+            self.name,
+            answer=None if pick.chosen is None else candidates[pick.chosen].answer,
+            confidence=pick.confidence,
+            chosen=pick.chosen,
+            candidates=candidates,
+            info={"tied": pick.tied, **pick.info},
+        )

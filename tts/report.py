@@ -1,0 +1,278 @@
+"""Write a scaling study out: scaling.json, scaling.csv, PNG plots and report.md (DESIGN.md, "Layout").
+
+Plots: coverage and every selector's accuracy against k (log-x, 95% bootstrap bands, the fitted
+power law dashed, the fLaws ceiling dotted when a selection verifier was present) and the same
+against completion tokens per problem. Several studies (runs) are overlaid in one plot, one colour
+per run. report.md embeds the plots and states the headline numbers in sentences.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a display
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import FuncFormatter
+
+from tts.errors import UserError
+from tts.scaling import Curve, ScalingFile, ScalingStudy
+
+JSON_NAME = "scaling.json"
+CSV_NAME = "scaling.csv"
+K_PLOT = "scaling_k.png"
+TOKENS_PLOT = "scaling_tokens.png"
+REPORT_NAME = "report.md"
+
+# How each curve is drawn (line style, marker); colour is the run's.
+STYLES: dict[str, tuple[str, str]] = {
+    "coverage": ("-", "o"),
+    "majority": ("--", "s"),
+    "rpc": ("-.", "^"),
+    "perplexity": (":", "v"),
+    "prob-weighted-vote": ((0, (5, 1, 1, 1)), "D"),
+    "best-of-n": ((0, (3, 1)), "P"),
+    "score-weighted-vote": ((0, (1, 2)), "X"),
+    "first-passing": ((0, (4, 2, 1, 2)), "*"),
+}
+HEADLINE_KS = (1, 4, 16)
+# With several runs in one plot, only these curves get their interval band (the rest would blur it).
+BANDED_WHEN_OVERLAID = {"coverage", "majority", "rpc"}
+
+
+# ================================================================================================ files
+
+
+def load_scaling(folder: str | Path) -> ScalingFile:
+    path = Path(folder) / JSON_NAME
+    if not path.exists():
+        raise UserError(f"{path} not found: run `tts scale {folder}` first")
+    try:
+        return ScalingFile.model_validate_json(path.read_text())
+    except ValueError as exc:
+        raise UserError(f"{path} is not a scaling study ({str(exc).splitlines()[0]})") from None
+
+
+def write_json(data: ScalingFile, folder: Path) -> Path:
+    path = folder / JSON_NAME
+    path.write_text(data.model_dump_json(indent=1) + "\n")
+    return path
+
+
+def write_csv(data: ScalingFile, folder: Path) -> Path:
+    """Long format, one row per (run, curve, k): easy to load into a dataframe and re-plot."""
+    path = folder / CSV_NAME
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["run", "label", "metric", "k", "tokens", "value", "lo", "hi", "draws"])
+        for study in data.studies:
+            curves = [study.coverage, *study.selectors]
+            if study.verifier and study.verifier.predicted:
+                curves.append(Curve(name="flaws-predicted", label="fLaws Acc(k)", points=study.verifier.predicted))
+            for curve in curves:
+                for p in curve.points:
+                    out.writerow([study.run, study.label, curve.name, p.k, f"{p.tokens:.1f}", f"{p.value:.6f}",
+                                  "" if p.lo is None else f"{p.lo:.6f}", "" if p.hi is None else f"{p.hi:.6f}",
+                                  "" if curve.draws is None else curve.draws])
+    return path
+
+
+# ================================================================================================ plots
+
+
+def _draw_curve(ax, curve: Curve, x: np.ndarray, color, run_label: str, many_runs: bool) -> None:
+    linestyle, marker = STYLES.get(curve.name, ("-", "."))
+    y = np.array([p.value for p in curve.points])
+    label = f"{curve.label} [{run_label}]" if many_runs else curve.label
+    ax.plot(x, y, linestyle=linestyle, marker=marker, color=color, label=label, linewidth=1.6, markersize=5)
+    lo = [p.lo for p in curve.points]
+    hi = [p.hi for p in curve.points]
+    banded = not many_runs or curve.name in BANDED_WHEN_OVERLAID
+    if banded and all(v is not None for v in lo + hi):
+        ax.fill_between(x, lo, hi, color=color, alpha=0.15 if curve.name == "coverage" else 0.07, linewidth=0)
+
+
+def _plot(data: ScalingFile, path: Path, against_tokens: bool) -> Path:
+    many = len(data.studies) > 1
+    fig, ax = plt.subplots(figsize=(9.5, 5.5))
+    colors = plt.get_cmap("tab10").colors
+    for i, study in enumerate(data.studies):
+        color = colors[i % len(colors)]
+        per_k = study.mean_tokens_per_sample if against_tokens else 1.0
+        ks = np.array(study.ks, dtype=float)
+        for j, curve in enumerate([study.coverage, *study.selectors]):
+            # One run: a colour per curve. Several runs: a colour per run, the curve told by its style.
+            _draw_curve(ax, curve, ks * per_k, color if many else colors[j % len(colors)], study.label, many)
+        fit = study.power_law
+        if fit is not None:
+            dense = np.geomspace(1, max(study.ks), 100)
+            ax.plot(dense * per_k, fit.predict(dense), linestyle=(0, (6, 3)), color=color, alpha=0.6, linewidth=1,
+                    label=f"fit log C = {fit.a:.2f}·k^{fit.b:.2f}" + (f" [{study.label}]" if many else ""))
+        v = study.verifier
+        if v is not None and v.ceiling is not None:
+            ax.axhline(v.ceiling, color=color, linestyle=":", linewidth=1.2,
+                       label=f"fLaws ceiling {v.ceiling:.2f}" + (f" [{study.label}]" if many else ""))
+            if v.predicted:
+                ax.plot([p.k * per_k for p in v.predicted], [p.value for p in v.predicted], color=color,
+                        linestyle=":", alpha=0.5, linewidth=1,
+                        label="fLaws Acc(k)" + (f" [{study.label}]" if many else ""))
+    if against_tokens:
+        ax.set_xscale("log")
+        plain = FuncFormatter(lambda x, _: f"{x:,.0f}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.set_xlabel("completion tokens per problem (k × mean tokens per sample)")
+    else:
+        ax.set_xscale("log", base=2)
+        ticks = sorted({k for s in data.studies for k in s.ks})
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(k) for k in ticks])
+        ax.set_xlabel("samples per problem k")
+    top = max([p.hi if p.hi is not None else p.value for s in data.studies
+               for c in [s.coverage, *s.selectors] for p in c.points]
+              + [s.verifier.ceiling for s in data.studies if s.verifier and s.verifier.ceiling is not None])
+    ax.set_ylim(0, min(1.02, max(0.1, 1.15 * top)))  # a weak model's curves stay readable
+    ax.set_ylabel("share of problems")
+    title = " vs ".join(s.label for s in data.studies)
+    ax.set_title(f"Coverage and selector accuracy: {title}", fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ================================================================================================ report.md
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _with_ci(curve: Curve, k: int) -> str:
+    p = curve.at(k)
+    if p is None:
+        return "n/a"
+    if p.lo is None or p.hi is None:
+        return _pct(p.value)
+    return f"{_pct(p.value)} (95% CI {_pct(p.lo)}–{_pct(p.hi)})"
+
+
+def _join(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def headline(study: ScalingStudy) -> list[str]:
+    """The headline numbers of one study, as sentences."""
+    k_max = max(study.ks)
+    ks = [k for k in HEADLINE_KS if k in study.ks] or [k_max]
+    lines = ["Coverage (unbiased pass@k) is " + _join([f"{_with_ci(study.coverage, k)} at k={k}" for k in ks])
+             + (f", and {_with_ci(study.coverage, k_max)} at k={k_max}" if k_max not in ks else "") + "."]
+    named = [(name, label) for name, label in (("majority", "majority vote"), ("rpc", "RPC"),
+                                               ("perplexity", "perplexity"))
+             if study.curve(name) is not None]
+    for name, label in named:
+        curve = study.curve(name)
+        lines.append(f"{label[0].upper() + label[1:]} accuracy: "
+                     + ", ".join(f"{_pct(p.value)} at k={p.k}" for p in curve.points) + ".")
+    others = [c for c in study.selectors if c.name not in {n for n, _ in named}]
+    if others:
+        lines.append(f"At k={k_max}: " + _join([f"{c.label} {_with_ci(c, k_max)}" for c in others]) + ".")
+    fit = study.power_law
+    if fit is None:
+        lines.append("Too few coverage points lie strictly between 0 and 1 to fit the power law.")
+    else:
+        r2 = "n/a" if fit.r2 is None else f"{fit.r2:.4f}"
+        lines.append(f"The exponentiated power law log C(k) = a·k^b fits coverage with a = {fit.a:.3f}, "
+                     f"b = {fit.b:.3f} (R² = {r2}, {len(fit.ks)} points, {fit.method}).")
+    majority, rpc = study.curve("majority"), study.curve("rpc")
+    if majority is not None and rpc is not None:
+        target = majority.at(k_max).value
+        reached = study.smallest_k_reaching("rpc", target)
+        if reached is None:
+            best = max(rpc.points, key=lambda p: p.value)
+            lines.append(f"RPC does not reach majority@{k_max}'s accuracy ({_pct(target)}) at any k ≤ {k_max}; "
+                         f"its best is {_pct(best.value)} at k={best.k}.")
+        else:
+            lines.append(f"RPC first reaches majority@{k_max}'s accuracy ({_pct(target)}, point estimates) at k = {reached}"
+                         + (f", {k_max / reached:.0f}x fewer samples." if reached < k_max else "."))
+    v = study.verifier
+    if v is not None:
+        names = ", ".join(v.verifiers) or "the selection verifier"
+        text = (f"The selection verifier ({names}) accepts {_pct(v.false_positive_rate)} of incorrect samples "
+                f"(false-positive rate f) and {_pct(v.true_positive_rate)} of correct ones; with per-sample "
+                f"accuracy p = {_pct(v.sample_accuracy)}, the fLaws ceiling p/(p+(1−p)f) is {_pct(v.ceiling)}")
+        first = study.curve("first-passing")
+        if first is not None:
+            text += f", beside a measured first-passing accuracy of {_with_ci(first, k_max)} at k={k_max}"
+        lines.append(text + ".")
+    return lines
+
+
+def _table(study: ScalingStudy) -> list[str]:
+    curves = [study.coverage, *study.selectors]
+    head = "| k | tokens/problem | " + " | ".join(c.name for c in curves) + " |"
+    rows = [head, "|" + "---|" * (len(curves) + 2)]
+    for k in study.ks:
+        cells = []
+        for c in curves:
+            p = c.at(k)
+            ci = "" if p.lo is None else f" [{100 * p.lo:.1f}, {100 * p.hi:.1f}]"
+            cells.append(f"{100 * p.value:.1f}{ci}")
+        rows.append(f"| {k} | {study.coverage.at(k).tokens:.0f} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def _method_notes(study: ScalingStudy) -> list[str]:
+    s = study.settings
+    notes = [(f"Selector accuracy is the expected accuracy on a random k-subset of each problem's pool, ties "
+              f"credited 1/#tied; subsets are enumerated when C(n, k) ≤ {s.draws}, else {s.draws} seeded draws "
+              f"(seed {s.seed}). Intervals: 95% percentile bootstrap over problems ({s.bootstrap} resamples).")]
+    for c in study.selectors:
+        exactness = "exact" if c.draws is None else f"{c.draws} draws per problem and k"
+        notes.append(f"{c.label}: {exactness}" + (f"; {c.note}" if c.note else "") + ".")
+    t = study.timings
+    if t:
+        notes.append(f"Analysis time: {t.get('total_seconds', 0):.1f} s ({t.get('grouping_seconds', 0):.1f} s "
+                     f"grouping answers, {int(t.get('equivalence_calls', 0))} equivalence checks; "
+                     f"{int(t.get('weibull_fits', 0))} Weibull fits).")
+    return notes
+
+
+def render_markdown(data: ScalingFile) -> str:
+    title = " vs ".join(s.label for s in data.studies)
+    out = [f"# Scaling study: {title}", ""]
+    for study in data.studies:
+        out.append(f"- `{study.run}`: task **{study.task}**, model `{study.model or 'default'}`, strategy "
+                   f"`{study.strategy}`; {study.problems} problems × "
+                   + (f"{study.n_min}" if study.n_min == study.n_max else f"{study.n_min}–{study.n_max}")
+                   + f" samples, {study.mean_tokens_per_sample:.0f} completion tokens per sample on average.")
+    out += ["", f"![Coverage and selector accuracy against k]({K_PLOT})", "",
+            f"![Coverage and selector accuracy against completion tokens]({TOKENS_PLOT})", ""]
+    for study in data.studies:
+        out += [f"## {study.label}" if len(data.studies) > 1 else "## Headline numbers", ""]
+        out += headline(study)
+        out += [""] + _table(study) + ["", "Method notes:", ""]
+        out += [f"- {n}" for n in _method_notes(study)] + [""]
+    out += [(f"Data: `{JSON_NAME}` (everything, per-problem coverage included) and `{CSV_NAME}` "
+             "(one row per run, curve and k)."), ""]
+    return "\n".join(out)
+
+
+def write_report(data: ScalingFile, folder: str | Path, write_data: bool = True) -> list[Path]:
+    """All outputs into `folder`: scaling.json and scaling.csv (unless only re-rendering), plots, report.md."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [write_json(data, folder)] if write_data else []
+    written.append(write_csv(data, folder))
+    written.append(_plot(data, folder / K_PLOT, against_tokens=False))
+    written.append(_plot(data, folder / TOKENS_PLOT, against_tokens=True))
+    path = folder / REPORT_NAME
+    path.write_text(render_markdown(data))
+    written.append(path)
+    return written
