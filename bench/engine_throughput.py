@@ -156,6 +156,8 @@ def main() -> None:
         r = _run_setting(name, args)
         if r is not None:
             results[key] = r
+            print(f"  {key}: sampling {r['sampling']['tokens'] / r['sampling']['seconds']:.1f} tok/s, "
+                  f"prefix {r['prefix']['tokens'] / r['prefix']['seconds']:.1f} tok/s", flush=True)
 
     base = results.get("default")
     print()
