@@ -19,9 +19,7 @@ class BestOfN(Strategy):
     description = "n samples; answer = highest selection-verifier score, ties by mean log-prob (no verifier: perplexity)"
 
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
-        samples = await ctx.sample(problem, self.config.n, logprobs=True)
-        candidates = [ctx.candidate(problem, s) for s in samples]
-        await ctx.verify(problem, candidates)
+        candidates = await ctx.sample_candidates(problem, self.config.n, logprobs=True)
         scores = [selectors.verdict_score(c.verdicts) for c in candidates]
         pick = selectors.best_of_n(scores, [c.mean_logprob for c in candidates])
         return ctx.finish(

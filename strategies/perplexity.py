@@ -17,9 +17,7 @@ class Perplexity(Strategy):
     description = "n samples; answer = the path with the highest mean token log-prob (lowest perplexity)"
 
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
-        samples = await ctx.sample(problem, self.config.n, logprobs=True)
-        candidates = [ctx.candidate(problem, s) for s in samples]
-        await ctx.verify(problem, candidates)  # recorded for later selectors; the choice does not use them
+        candidates = await ctx.sample_candidates(problem, self.config.n, logprobs=True)
         pick = selectors.perplexity([c.mean_logprob for c in candidates])
         return ctx.finish(
             problem,

@@ -16,9 +16,7 @@ class RepeatedSampling(Strategy):
     description = "n independent samples; answer = first one passing the selection verifier, else the first"
 
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
-        samples = await ctx.sample(problem, self.config.n)
-        candidates = [ctx.candidate(problem, s) for s in samples]
-        await ctx.verify(problem, candidates)
+        candidates = await ctx.sample_candidates(problem, self.config.n)
         passing = [i for i, c in enumerate(candidates) if c.selection_passed]
         chosen = passing[0] if passing else 0
         has_verdicts = any(c.selection_passed is not None for c in candidates)

@@ -27,9 +27,7 @@ class RPC(Strategy):
     Config = RPCConfig
 
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
-        samples = await ctx.sample(problem, self.config.n, logprobs=True)
-        candidates = [ctx.candidate(problem, s) for s in samples]
-        await ctx.verify(problem, candidates)  # recorded for later selectors; RPC does not use them
+        candidates = await ctx.sample_candidates(problem, self.config.n, logprobs=True)
         groups = selectors.Groups.of_answers([c.answer for c in candidates], ctx.answers.equivalent)
         pick = selectors.rpc(groups, [c.mean_logprob for c in candidates], texts=[c.text for c in candidates],
                              min_paths=self.config.min_paths)

@@ -19,9 +19,7 @@ class SelfConsistency(Strategy):
     description = "n samples, answers grouped by equivalence, majority vote (confidence = winning share)"
 
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
-        samples = await ctx.sample(problem, self.config.n)
-        candidates = [ctx.candidate(problem, s) for s in samples]
-        await ctx.verify(problem, candidates)  # recorded for later selectors; the vote does not use them
+        candidates = await ctx.sample_candidates(problem, self.config.n)  # verdicts recorded; the vote ignores them
         groups = group_answers([c.answer for c in candidates], ctx.answers.equivalent)
         winner, tied = majority_vote(groups)
         if winner is None:

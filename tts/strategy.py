@@ -45,6 +45,16 @@ class StrategyContext:
         (samples,) = await self.generate([GenerationRequest(prompt=problem.prompt, sampling=cfg)])
         return samples
 
+    async def sample_candidates(self, problem: Problem, n: int, **overrides: Any) -> list[Candidate]:
+        """n samples as candidates with their answers, each checked by the selection verifiers.
+
+        The common start of every "sample n, then select" strategy; verdicts are recorded even where the
+        selector ignores them, so studies can compare selectors on the same pool later.
+        """
+        candidates = [self.candidate(problem, s) for s in await self.sample(problem, n, **overrides)]
+        await self.verify(problem, candidates)
+        return candidates
+
     def candidate(self, problem: Problem, sample: Sample) -> Candidate:
         return Candidate.from_sample(sample, self.answers.extract_answer(sample.text, problem))
 
