@@ -46,7 +46,8 @@ def configure_cpu_environment(kv_cache_gb: int) -> None:
 class EngineStats:
     """What the engine thread did: steps, seconds inside `engine.step()`, sequences per step.
 
-    Batch sizes come from the in-process scheduler (the sequences it ran in that step), which is how
+    Batch sizes come from the in-process scheduler: the sequences still running after each step (those
+    that finished in it are not counted, so this slightly undercounts the step's batch). That is how
     strategies can show the engine really saw their requests together. Reset with `reset()`.
     """
 
