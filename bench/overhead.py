@@ -31,6 +31,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from vllm import LLM, SamplingParams, TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
 
     from tts.api import build_strategy, build_task
     from tts.backends.vllm import VLLMBackend
@@ -49,7 +50,11 @@ def main() -> None:
     t0 = time.perf_counter()
     llm = LLM(**backend.engine_kwargs)
     print(f"direct engine start {time.perf_counter() - t0:.1f} s", flush=True)
-    params = SamplingParams(n=args.n, temperature=0.8, max_tokens=args.max_tokens, logprobs=0)
+    # The toolkit asks for final outputs only (one output per request); the direct call does the same so
+    # both do the same work. (With vLLM's default, cumulative outputs rebuilt every step, the direct call
+    # was measured 8% slower than the toolkit.)
+    params = SamplingParams(n=args.n, temperature=0.8, max_tokens=args.max_tokens, logprobs=0,
+                            output_kind=RequestOutputKind.FINAL_ONLY)
     requests = [GenerationRequest(prompt=it.problem.prompt, sampling=sampling) for it in items]
     token_prompts = [TokensPrompt(prompt_token_ids=backend.tokenizer.encode(backend.render(r), add_special_tokens=False))
                      for r in requests]
