@@ -23,6 +23,7 @@ def run(args, capsys):
         (["eval", "--task", "gsm8k", "-o", "beams=4", "--limit", "1"],
          "bad options for strategy 'self-consistency': beams: Extra inputs are not permitted"),
         (["models", "import", "/no/such.gguf"], "GGUF file not found: /no/such.gguf"),
+        (["eval", "--task", "gsm8k", "--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
         (["eval", "--task", "gsm8k", "-n", "0"], "must be at least 1, got 0"),
         (["eval", "--task", "gsm8k", "-n", "x"], "expected an integer"),
         (["eval", "--task", "gsm8k", "--limit", "-3"], "must be at least 1"),
@@ -97,3 +98,13 @@ def test_strategy_options_are_parsed_as_json_else_strings():
     args = build_parser().parse_args(["eval", "--task", "gsm8k", "-o", "beams=4", "-o", "sampler=gibbs",
                                       "-o", "temperatures=[0.6, 1.0]", "-o", "max-depth=3"])
     assert dict(args.option) == {"beams": 4, "sampler": "gibbs", "temperatures": [0.6, 1.0], "max_depth": 3}
+
+
+def test_dtype_is_part_of_the_run_identity():
+    from tts.cli import _run_folder_name
+
+    base = {"task": "gsm8k", "task_options": {}, "strategy": "self-consistency", "strategy_options": {"n": 4},
+            "model": None, "backend": "vllm", "sampling": {}, "seed": 0, "dtype": None}
+    assert _run_folder_name(base) != _run_folder_name({**base, "dtype": "bfloat16"})
+    # runs made before --dtype existed keep their folder name (no dtype key in the identity)
+    assert _run_folder_name(base) == _run_folder_name({k: v for k, v in base.items() if k != "dtype"})

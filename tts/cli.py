@@ -70,6 +70,9 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=positive_int, default=512)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-model-len", type=positive_int, default=4096, help="vllm backend: context length")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "auto"],
+                   help="vllm backend: weights and activations (default: float32 on CPU, the model's own on GPU); "
+                        "bfloat16 measured 1.46x faster on this CPU but changes logprobs by up to 0.07")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,12 +122,16 @@ def _strategy_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"max_model_len": args.max_model_len, "seed": args.seed} if args.backend == "vllm" else {}
+    if args.backend != "vllm":
+        return {}
+    return {"max_model_len": args.max_model_len, "seed": args.seed, **({"dtype": args.dtype} if args.dtype else {})}
 
 
 def _run_folder_name(config: dict[str, Any]) -> str:
     identity = json.dumps({k: config[k] for k in ("task", "task_options", "strategy", "strategy_options",
-                                                    "model", "backend", "sampling", "seed")}, sort_keys=True)
+                                                    "model", "backend", "sampling", "seed")
+                           if k in config} | ({"dtype": config["dtype"]} if config.get("dtype") else {}),
+                          sort_keys=True)
     digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
     model = Path(str(config["model"] or "default")).name.replace("/", "_")
     return f"{config['task']}-{config['strategy']}-n{config['strategy_options']['n']}-{model}-{digest}"
@@ -157,6 +164,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "backend": args.backend,
         "sampling": sampling.model_dump(mode="json"),
         "seed": args.seed,
+        "dtype": args.dtype,
     }
     out = Path(args.out) if args.out else Path("runs") / _run_folder_name(config)
     run = RunFolder(out)

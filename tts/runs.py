@@ -16,7 +16,8 @@ from tts.errors import UserError
 from tts.types import Result, Verdict, finite_or_none
 
 # Fields of config.json that define the run; resuming with any of them changed is refused.
-IDENTITY_KEYS = ("task", "task_options", "strategy", "strategy_options", "model", "backend", "sampling", "seed")
+IDENTITY_KEYS = ("task", "task_options", "strategy", "strategy_options", "model", "backend", "sampling", "seed",
+                 "dtype")
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:
