@@ -22,12 +22,7 @@ class BestOfN(Strategy):
         candidates = await ctx.sample_candidates(problem, self.config.n, logprobs=True)
         scores = [selectors.verdict_score(c.verdicts) for c in candidates]
         pick = selectors.best_of_n(scores, [c.mean_logprob for c in candidates])
-        return ctx.finish(
-            problem,
-            self.name,
-            answer=None if pick.chosen is None else candidates[pick.chosen].answer,
-            confidence=pick.confidence,
-            chosen=pick.chosen,
-            candidates=candidates,
+        return ctx.finish_choice(
+            problem, self.name, candidates, pick.chosen, pick.confidence,
             info={"scores": scores, "tied": pick.tied, "verifiers": [v.name for v in ctx.verifiers]},
         )

@@ -19,12 +19,7 @@ class Perplexity(Strategy):
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
         candidates = await ctx.sample_candidates(problem, self.config.n, logprobs=True)
         pick = selectors.perplexity([c.mean_logprob for c in candidates])
-        return ctx.finish(
-            problem,
-            self.name,
-            answer=None if pick.chosen is None else candidates[pick.chosen].answer,
-            confidence=pick.confidence,
-            chosen=pick.chosen,
-            candidates=candidates,
+        return ctx.finish_choice(
+            problem, self.name, candidates, pick.chosen, pick.confidence,
             info={"tied": pick.tied, **pick.info},
         )

@@ -36,13 +36,8 @@ class RPC(Strategy):
             c.info["group"] = int(groups.ids[i])
             c.info["pruned"] = i in pruned
         members = groups.members
-        return ctx.finish(
-            problem,
-            self.name,
-            answer=None if pick.chosen is None else candidates[pick.chosen].answer,
-            confidence=pick.confidence,
-            chosen=pick.chosen,
-            candidates=candidates,
+        return ctx.finish_choice(
+            problem, self.name, candidates, pick.chosen, pick.confidence,
             info={
                 "mass": [{"answer": candidates[m[0]].answer, "mass": mass, "count": len(m)}
                          for m, mass in zip(members, pick.info["mass"])],

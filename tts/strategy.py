@@ -75,6 +75,12 @@ class StrategyContext:
         self.usage.wall_time = time.perf_counter() - self.started
         return Result(problem_id=problem.id, strategy=strategy, usage=self.usage, **fields)
 
+    def finish_choice(self, problem: Problem, strategy: str, candidates: list[Candidate], chosen: int | None,
+                      confidence: float | None, info: dict[str, Any]) -> Result:
+        """The Result of a strategy that picked one of its candidates (or none: answer None)."""
+        return self.finish(problem, strategy, answer=None if chosen is None else candidates[chosen].answer,
+                           confidence=confidence, chosen=chosen, candidates=candidates, info=info)
+
 
 class StrategyConfig(BaseModel):
     """Options every strategy takes; a strategy subclasses this to add its own."""
