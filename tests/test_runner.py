@@ -86,3 +86,24 @@ async def test_problems_run_concurrently(tmp_path):
     t = time.perf_counter()
     await run_once(tmp_path, backend, size=10)
     assert time.perf_counter() - t < 1.5  # 10 problems x 0.2 s overlap instead of 2 s in a row
+
+
+async def test_engine_batch_stats_cover_this_session_only(tmp_path):
+    from tts.backends.vllm import EngineStats
+
+    class CountingBackend(ScriptedBackend):
+        """Records one engine step per generate call, batch = sequences requested (like the vLLM backend's stats)."""
+
+        def __init__(self, script):
+            super().__init__(script)
+            self.stats = EngineStats()
+
+        async def generate(self, requests):
+            self.stats.record(0.01, sum(r.sampling.n for r in requests))
+            return await super().generate(requests)
+
+    backend = CountingBackend(script)
+    backend.stats.record(5.0, 99)  # earlier work on the same engine: not this session's
+    metrics = await run_once(tmp_path, backend, size=3)
+    assert metrics["engine_this_session"] == {"steps": 3, "step_seconds": 0.03, "mean_batch": 4.0, "max_batch": 99}
+    assert backend.stats.steps == 4  # the shared counters were not reset under other users

@@ -8,6 +8,7 @@ so an interrupted run loses only the problems in flight and resumes where it sto
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 import time
 from typing import Any
@@ -80,9 +81,8 @@ async def evaluate(
                desc=f"{task.name}/{strategy.name}", dynamic_ncols=True)
     ids = {it.problem.id for it in items}
     done = correct = tokens = 0
-    engine_stats = getattr(backend, "stats", None)
-    if engine_stats is not None:
-        engine_stats.reset()
+    engine_stats = getattr(backend, "stats", None)  # a snapshot, so concurrent evaluations do not reset it
+    stats_before = copy.copy(engine_stats)
 
     async def one(item: TaskItem) -> None:
         nonlocal done, correct, tokens
@@ -114,6 +114,6 @@ async def evaluate(
         tokens / metrics["session_seconds"] if todo and metrics["session_seconds"] else None
     )
     if engine_stats is not None and todo:  # how wide the engine's batches really were this session
-        metrics["engine_this_session"] = engine_stats.summary()
+        metrics["engine_this_session"] = engine_stats.since(stats_before).summary()
     run.write_metrics(metrics)
     return metrics

@@ -62,6 +62,11 @@ class EngineStats:
         self.sequences += batch
         self.max_batch = max(self.max_batch, batch)
 
+    def since(self, earlier: "EngineStats") -> "EngineStats":
+        """What happened after `earlier` (a copy taken then); max_batch is the overall maximum."""
+        return EngineStats(self.steps - earlier.steps, self.step_seconds - earlier.step_seconds,
+                           self.sequences - earlier.sequences, self.max_batch)
+
     def reset(self) -> None:
         self.steps, self.step_seconds, self.sequences, self.max_batch = 0, 0.0, 0, 0
 
