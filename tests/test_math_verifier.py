@@ -52,7 +52,7 @@ EXTRACTION = [
     ("\\boxed{ } is empty, 12 is not", "12"),
     ("The answer is 42.", "42"),
     ("Thus the answer is $\\frac{3}{4}$. Done", "\\frac{3}{4}"),
-    ("Hence, the answer is: 3.5 meters.\nMore text 99", "3.5 meters"),
+    ("Hence, the answer is: 3.5 meters.\nMore text 99", "3.5"),  # the stated number, units dropped
     ("Final Answer: The final answer is $(1,2)$. I hope it is correct.", "(1,2)"),
     ("the answer is **-7**.", "-7"),
     ("The answer is $\\$18.90$.", "\\$18.90"),
@@ -264,4 +264,154 @@ def test_math500_answers_in_model_styles(style):
         pred = extract_answer("Some work: 2 + 10 = 12.\n" + style.format(rec["answer"]))
         if not equivalent(pred, rec["answer"]):
             bad.append((i, pred, rec["answer"]))
+    assert not bad, bad[:10]
+
+
+# --------------------------------------------------------------------------- stated answers (regression table)
+#
+# Math-Verify-style table: (model output, gold, expected extracted answer, expected verdict).
+# "pool" cases are verbatim excerpts of SmolLM2-135M outputs on GSM8K (`tts eval --task gsm8k
+# --strategy self-consistency -n 8 --limit 40`); where the gold is marked "had it been right" it is
+# the number the sample states, not the problem's gold, to test that a right answer is graded right.
+
+STATED = [
+    # --- from the issue
+    ("The answer is 16 bolts of blue fiber.", "16", "16", True),  # units and trailing words dropped
+    ("The answer is 2 x 4 = 8 bolts.", "8", "8", True),  # an equation states its right-hand side
+    ("The answer is 150 * $80,000 = $124,000.", "124000", "124000", True),  # currency and separators dropped; stated, not recomputed
+    # --- pool (real outputs)
+    ("Finally, we multiply ...: 4 * 4 = 16 bolts of blue fiber.\n\nThe final answer is 16 bolts of blue fiber.",
+     "16", "16", True),  # pool gsm8k/1, had it been right
+    ("The answer is 2 bolts in total.", "3", "2", False),  # pool gsm8k/1 with its real gold
+    ("The final answer is 180 meters / 300 meters = 180 / 300 = 18 meters per minute.", "18", "18", True),  # pool gsm8k/3: last side of a chain
+    ("The answer is 16 * 16 = 252 eggs.\n\nSo, Janet makes a total of 252 dollars out of her work.",
+     "252", "252", True),  # pool gsm8k/0: the stated result counts even though 16 * 16 = 256
+    ("The final answer is 100% of the original purchase value.", "100", "100%", True),  # pool gsm8k/2: a percent equals its number
+    ("The final answer is 175,000.\n\nThe answer is 175,000.", "175000", "175000", True),  # pool gsm8k/2: thousands separator
+    ("The answer is N because it is a number, and the answer is 4 because it is a fraction of 4.",
+     "4", "4", True),  # pool gsm8k/8: the last "answer is", up to the clause after the number
+    ("The final answer is 80 / 40 = 2 hours.", "2", "2", True),  # pool gsm8k/7
+    ("However, the answer is 2: Carla's download process takes 2 seconds to download the file.",
+     "2", "2", True),  # pool gsm8k/7: commentary after a colon
+    ("The final answer is 1000, which is the number of times the load has to be restarted.",
+     "160", "1000", False),  # pool gsm8k/7 with its real gold: commentary after a comma
+    ("The final answer is 20.4 + 20.4 = 44.", "44", "44", True),  # pool gsm8k/15: decimals in the chain
+    ("The answer is 45 and the final step is to multiply by 100 to get 100% because we are adding.",
+     "45", "45", True),  # pool gsm8k/17: "and" + words is commentary, not "45 and 100"
+    ("So the answer is 20 + 20 = 40 eggs.\n\nTherefore, Claire will eat 40 - 20 = 10 eggs tomorrow.",
+     "40", "40", True),  # pool gsm8k/18: the stated answer, not a later number (lm-eval flexible takes 10)
+    ("The final answer is 1.4 miles per hour.", "6", "1.4", False),  # pool gsm8k/19 with its real gold
+    ("So, the answer is N = 20.", "20", "20", True),  # pool gsm8k/20: the prompt's "N" as a label
+    ("The answer is N, which is 20 minutes.", "20", "20", True),  # pool gsm8k/7: "N, which is" names the number
+    ("The answer is 22 years ago.", "14", "22", False),  # pool gsm8k/21 with its real gold
+    ("The answer is 8 + 3 = 11.", "7", "11", False),  # pool gsm8k/22: a true equation is still 11, not "True"
+    ("The final answer is 24.20 miles.", "24.2", "24.20", True),  # pool gsm8k/28: trailing zero
+    ("The answer is 11.5, so the answer is 11.5.\n\nThe final step ... which gives 120.15.",
+     "11.5", "11.5", True),  # pool gsm8k/23: lm-eval flexible-extract would take 120.15
+    ("The final answer is 1:30", "30", "1:30", False),  # pool gsm8k/23: a time is not its minutes
+    ("The final answer is the original price of the book after 2020, which is 3",
+     "2020", "the original price of the book after 2020, which is 3", False),  # pool gsm8k/24: "after 2020" is a year
+    ("The final answer is 2 x 5 = 10 boxes of pizza were ordered.", "10", "10", True),  # pool gsm8k/25
+    ("The final answer is $48.", "48", "48", True),  # pool gsm8k/26: currency
+    ("The answer is still 50.", "50", "50", True),  # pool gsm8k/31: a lead-in word
+    ("9. So, the answer is 1 + 1 + 8 + 1 + 1 = 11.\n```", "11", "11", True),  # pool gsm8k/32
+    ("5. So, the answer is N = 30 - 30 = 0.\n6. However, ... the equation 1 = 30 - 30.", "0", "0", True),  # pool gsm8k/33
+    ("The final answer is 10 + 8 = 18 jewels less than Raymond's weight.", "18", "18", True),  # pool gsm8k/34
+    ("The answer is 20x. So, the answer", "20", "20x", False),  # pool gsm8k/32: algebra, not the number 20
+    ("So, the answer is 38/15.", "\\frac{38}{15}", "38/15", True),  # pool gsm8k/32: a fraction stays a fraction
+    ("So, the answer is 41%\n\nThe final answer is 41%.", "41", "41%", True),  # pool gsm8k/35: percent
+    ("The final answer is 95 miles / 3.15 * 100 = 19.15 miles.\n#### 19.15", "19.15", "19.15", True),  # pool gsm8k/38
+    ("The final answer is 25% of 20% = 0.02 *", "0.02", "0.02", True),  # pool gsm8k/14: "% of" is a product
+    ("The answer is 2.02. This is the number of students enrolled in hip-hop dance.", "2.02", "2.02", True),  # pool gsm8k/14
+    ("The answer is 1.13N. This is a step-by-step solution.", "1.13", "1.13N", False),  # pool gsm8k/38: a variable term
+    ("The final answer is 19.50 - 1. =", "18.5", "19.50 - 1", True),  # pool gsm8k/24: an expression stays whole; Math-Verify evaluates it
+    # --- hand-written, realistic
+    ("The answer is $1,234.50.", "1234.5", "1234.50", True),  # currency, separator, trailing zero
+    ("The answer is -5 degrees.", "-5", "-5", True),  # negative with units
+    ("The answer is 0.5 liters.", "5", "0.5", False),  # 0.5 is not 5
+    ("The answer is 8.", "80", "8", False),  # 8 is not 80
+    ("The answer is 1,000.", "1000", "1000", True),  # comma groups thousands
+    ("The answer is 1.000.", "1000", "1.000", False),  # a point is a decimal point (no European grouping)
+    ("The answer is 25 percent.", "25", "25%", True),  # "percent" is %
+    ("The answer is 1/2 cup.", "0.5", "1/2", True),  # a fraction with a unit
+    ("The answer is Total cost = 5 * $3 = $15.", "15", "15", True),  # a worded label before "="
+    ("The answer is 2(3 + 4) = 14.", "14", "14", True),  # implicit product in the chain
+    ("The answer is 8 (2 x 4).", "8", "8", True),  # a parenthetical derivation after the number
+    ("Janet makes 9 * $2 = $18 every day.\nThe answer is she makes $18 every day.", "18", "18", True),  # lead-in words
+    ("The answer is 5 hours and 30 minutes.", "5", "5 hours and 30 minutes", False),  # a compound quantity is not 5
+    ("The answer is 5 and a half.", "5", "5 and a half", False),  # not 5
+    ("The answer is 1, 2, and 3.", "1", "1, 2, and 3", False),  # a list is not its first number
+    ("The answer is 5-6 hours.", "5", "5-6 hours", False),  # a range
+    ("The answer is more than 5.", "5", "more than 5", False),  # a bound
+    ("The answer is 3x + y = 4.", "x + 2y = 4", "3x + y = 4", False),  # an equation with variables stays whole, not "4"
+    ("The answer is $2 \\times 4 = 8$.", "8", "2 \\times 4 = 8", True),  # LaTeX stays raw; equivalence reads the last side
+    ("so \\boxed{2 \\times 4 = 8 \\text{ bolts}}", "8", "2 \\times 4 = 8 \\text{ bolts}", True),  # boxed kept as written
+    ("The answer is $\\frac{3}{4}$ cup.", "0.75", "\\frac{3}{4}", True),  # MATH-style delimited LaTeX untouched
+]
+
+
+@pytest.mark.parametrize("text,gold,extracted,verdict", STATED)
+def test_stated_answers(text, gold, extracted, verdict):
+    answer = extract_answer(text)
+    assert answer == extracted
+    assert equivalent(answer, gold) is verdict
+
+
+# (answer, gold or another sample's answer, equivalent?) as the oracle and majority voting compare them
+PAIRS = [
+    ("1+1=3", "2+2=7", False),  # two false equations: results 3 and 7, not two equal "False"s
+    ("200 + 200 + 180 = 480", "60 * 10 = 600", False),  # two true equations: 480 and 600, not two "True"s
+    ("8 * 2 = 16", "8 + 3 = 11", False),  # pool gsm8k/22: this false merge won a vote before
+    ("2 x 4 = 8 bolts", "8", True),  # the issue's example
+    ("1+1=3", "3", True),  # an equation is compared by what it states, even when false
+    ("2 \\times 4 = 8", "8", True),  # LaTeX equation
+    ("\\frac{1}{2} + \\frac{1}{2} = 1", "2 - 1 = 1", True),  # both state 1
+    ("\\binom{4}{2} = 6", "\\binom{5}{2} = 10", False),  # variable-free equations in SymPy: by last side
+    ("3 < 4", "5 > 1", False),  # truth values are not answers
+    ("True", "true", True),  # literal Booleans compare as Booleans
+    ("True", "1 < 2", False),  # a relation is not the literal answer True
+    ("False", "True", False),  # different Booleans
+    ("16 bolts", "16 bolts of blue fiber", True),  # voting: same stated number
+    ("$124,000", "124000", True),  # currency and separators
+    ("8", "80", False),  # a digit more is another number
+    ("0.5", "5", False),  # a decimal point matters
+    ("1,000", "1000", True),  # thousands separator
+    ("1,000", "1.000", False),  # comma groups, point is decimal
+    ("1.000", "1", True),  # trailing zeros after a decimal point
+    ("x = 5", "5", True),  # an assignment states its value (Math-Verify)
+    ("y = 5", "x = 5", False),  # different variables (left to Math-Verify, not reduced)
+    ("3x + y = 4", "x + 2y = 4", False),  # equations with variables are not their last side
+    ("5 hours and 30 minutes", "5", False),  # a compound quantity
+    ("1, 2, 3", "1", False),  # a list
+    ("20", "\\text{June 20}", False),  # a date is not its day (no lead-in words in equivalence)
+    ("50%", "50", True),  # percent reading of a number (unchanged)
+]
+
+
+@pytest.mark.parametrize("pred,gold,verdict", PAIRS)
+def test_stated_pairs(pred, gold, verdict):
+    assert equivalent(pred, gold) is verdict
+
+
+GSM8K_STYLES = [
+    "Some work: 2 + 10 = 12 apples.\nThe answer is {}.",
+    "The answer is ${}.",
+    "The final answer is {} dollars.",
+    "So the answer is 3 x 4 = {} apples in total.",
+    "The answer is: **{}**",
+    "The answer is N = {}.",
+]
+
+
+@pytest.mark.parametrize("style", GSM8K_STYLES)
+def test_gsm8k_answers_in_model_styles(style):
+    """Every GSM8K gold, written as models write it (separators, currency, units, equations), grades right."""
+    records = _records("gsm8k/test.jsonl")
+    bad = []
+    for i, rec in enumerate(records):
+        gold = rec["answer"].split("#### ")[-1].replace(",", "").strip()
+        shown = f"{int(gold):,}" if gold.lstrip("-").isdigit() else gold
+        pred = extract_answer(style.format(shown))
+        if pred != gold.lstrip("+") or not equivalent(pred, gold):
+            bad.append((i, pred, gold))
     assert not bad, bad[:10]

@@ -1,10 +1,13 @@
 """Answer extraction and equivalence for math tasks (ALGORITHMS.md, section 8).
 
 `extract_answer` follows the Qwen2.5-Math priority (8a/8b): last `\\boxed{}`, then "the answer is",
-then GSM8K `#### X`, then the last number. `equivalent` is a cascade: a cheap exact path
-(normalised strings, plain numbers compared as fractions) decides the common GSM8K case without
-SymPy; everything else goes to Math-Verify (8c) in a helper process, because Math-Verify's own
-timeout uses SIGALRM, which only works in a main thread, while the runner verifies from worker
+then GSM8K `#### X`, then the last number. A plain-text "the answer is" sentence is read for the
+number it states ("2 x 4 = 8 bolts" -> 8; verifiers/math_extract.py); LaTeX and boxed answers are
+kept as written. `equivalent` compares what answers state: a numeric equation by its last side,
+never by its truth value, and a Boolean only with a literal Boolean. Then a cascade: a cheap exact
+path (normalised strings, plain numbers compared as fractions) decides the common GSM8K case
+without SymPy; everything else goes to Math-Verify (8c) in a helper process, because Math-Verify's
+own timeout uses SIGALRM, which only works in a main thread, while the runner verifies from worker
 threads. The helper is killed when a comparison runs past its timeout.
 """
 
@@ -26,6 +29,7 @@ from pathlib import Path
 
 from tts.types import Candidate, Problem, Verdict
 from tts.verifier import Verifier
+from verifiers.math_extract import constant_chain_result, stated_number
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,8 @@ def extract_answer(text: str) -> str | None:
         return boxed[-1].strip()
     answer = _after_answer_is(text)
     if answer is not None:
+        if "\\" not in answer:  # plain text: "2 x 4 = 8 bolts" states 8; LaTeX is left to `equivalent`
+            answer = stated_number(answer, lead_in=True) or answer
         return answer
     gsm = _GSM8K.findall(text)
     if gsm:
@@ -152,8 +158,28 @@ def _plain_number(s: str) -> tuple[Fraction, bool] | None:
     return None
 
 
+def _as_stated(s: str) -> str:
+    """What an answer states: "2 x 4 = 8 bolts" and "2 \\times 4 = 8" state 8 (never a truth value)."""
+    number = stated_number(s)
+    if number is not None:
+        return number
+    last = constant_chain_result(s)
+    if last is not None:
+        return stated_number(last) or last
+    return s
+
+
+def _literal_boolean(s: str) -> bool | None:
+    """True/False for an answer that literally is a Boolean ("True", "\\text{false}"), else None."""
+    word = re.sub(r"\\(?:text|mathrm|textbf)\s*\{([^{}]*)\}", r"\1", s).strip().strip("$").strip().lower()
+    return {"true": True, "false": False}.get(word)
+
+
 def _fast_equivalent(pred: str, ref: str) -> bool | None:
     """True/False when decidable without SymPy, None when the symbolic check must decide."""
+    p_bool, r_bool = _literal_boolean(pred), _literal_boolean(ref)
+    if p_bool is not None or r_bool is not None:  # Booleans match only Booleans, never a relation's value
+        return p_bool == r_bool
     a, b = _plain_number(pred), _plain_number(ref)
     if a is not None and b is not None:
         (x, x_pct), (y, y_pct) = a, b
@@ -177,10 +203,31 @@ def _symbolic_equivalent(pred: str, ref: str) -> bool:
         s = re.sub(r"(?<!\\)\$", "", s)  # the answer is re-wrapped in one pair of math delimiters
         return parse(f"${s}$", config, parsing_timeout=None)
 
-    gold, target = _parse(ref), _parse(pred)
+    gold, target = _by_value(_parse(ref)), _by_value(_parse(pred))
     if not gold or not target:
         return False
     return bool(verify(gold, target, timeout_seconds=None))
+
+
+def _by_value(parsed: list) -> list | None:
+    """Parsed answers compared by value: a variable-free equation by its last side; None for a truth value.
+
+    SymPy reads `1+1=3` and `2+2=7` (or `3<4` and `5>1`) as relations without variables, and
+    Math-Verify then finds any two of them equal (same truth value, or no solutions to compare).
+    """
+    from sympy import And, Eq
+    from sympy.core.relational import Relational
+    from sympy.logic.boolalg import Boolean
+
+    out = []
+    for expr in parsed:
+        if isinstance(expr, (Relational, Boolean)) and not getattr(expr, "free_symbols", True):
+            chain = list(getattr(expr, "_unsorted_args", expr.args)) if isinstance(expr, And) else [expr]
+            if not all(isinstance(rel, Eq) for rel in chain):
+                return None  # "3 < 4", True: a truth value is not an answer
+            expr = chain[-1].rhs  # `a = b = c` (parsed as a = b & b = c) states c
+        out.append(expr)
+    return out
 
 
 def _serve() -> None:
@@ -346,6 +393,7 @@ def _symbolic_with_timeout(pred: str, ref: str, timeout: float) -> bool:
 
 @lru_cache(maxsize=65536)
 def _equivalent_cached(pred: str, ref: str, timeout: float) -> bool:
+    pred, ref = _as_stated(pred), _as_stated(ref)
     fast = _fast_equivalent(pred, ref)
     if fast is not None:
         return fast
