@@ -41,7 +41,8 @@ class GSM8K(MathAnswerTask):
     def _shots(self) -> list[ChatMessage]:
         if not self.few_shot:
             return []
-        train, _ = load_records(self.data_dir, "gsm8k/train.jsonl", ("openai/gsm8k", "main", "train"))
+        train, origin = load_records(self.data_dir, "gsm8k/train.jsonl", ("openai/gsm8k", "main", "train"))
+        require_fields(train, ("question", "answer"), origin)
         picks = random.Random(self.seed).sample(train, self.few_shot)
         messages = []
         for rec in picks:

@@ -35,7 +35,7 @@ class HumanEval(Task):
 
     def load(self, limit: int | None = None) -> list[TaskItem]:
         records, self.source = load_records(self.data_dir, "humaneval/HumanEval.jsonl.gz", HUB)
-        require_fields(records, ("task_id", "prompt", "test", "entry_point"), self.source)
+        require_fields(records, ("task_id", "prompt", "test", "entry_point"), self.source, unique="task_id")
         items = []
         for rec in records[:limit]:
             prompt_code = rec["prompt"]

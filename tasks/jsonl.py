@@ -6,7 +6,7 @@ field names are options so most datasets load without conversion.
 
 from __future__ import annotations
 
-from tasks.loading import load_hub, read_jsonl, require_fields
+from tasks.loading import bad_value, load_hub, read_jsonl, require_fields, require_unique_ids, where
 from tasks.math_task import MathAnswerTask
 from tts.errors import UserError
 from tts.types import ChatMessage, Problem, Reference, TaskItem
@@ -39,10 +39,17 @@ class JSONLTask(MathAnswerTask):
         else:
             records, self.source = read_jsonl(self.data_file), self.data_file
         require_fields(records, (self.question_field, self.answer_field), self.source)
+        for i, rec in enumerate(records):
+            problem = bad_value(rec["id"]) if "id" in rec else None
+            if problem:
+                raise UserError(f"{where(records, i, self.source)}: field 'id' {problem}")
+        # a record without an id is known by its position (which must not be another record's id)
+        ids = [str(rec.get("id", i)) for i, rec in enumerate(records)]
+        require_unique_ids(ids, records, self.source)
         return [
             TaskItem(
-                problem=self.make_problem(str(rec[self.question_field]), str(rec.get("id", i))),
+                problem=self.make_problem(str(rec[self.question_field]), pid),
                 reference=Reference(answer=str(rec[self.answer_field])),
             )
-            for i, rec in enumerate(records[:limit])
+            for pid, rec in zip(ids[:limit], records[:limit])
         ]

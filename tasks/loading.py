@@ -18,12 +18,20 @@ from tts.errors import UserError
 PACKAGED = Path(__file__).parent / "data"
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+class Records(list):
+    """Records read from a JSONL file, with the line number of each (so errors can point at the line)."""
+
+    def __init__(self, rows: list[dict[str, Any]], lines: list[int]):
+        super().__init__(rows)
+        self.lines = lines
+
+
+def read_jsonl(path: str | Path) -> Records:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
     opener = gzip.open if path.suffix == ".gz" else open
-    records = []
+    records, lines = [], []
     with opener(path, "rt", encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -35,14 +43,57 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             if not isinstance(record, dict):
                 raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
             records.append(record)
-    return records
+            lines.append(lineno)
+    return Records(records, lines)
 
 
-def require_fields(records: list[dict], fields: tuple[str, ...], origin: str) -> None:
-    for i, record in enumerate(records, 1):
+def where(records: list[dict], index: int, origin: str) -> str:
+    """`file:line` of the record at `index` (0-based) where the line is known, else `origin: record i`."""
+    lines = getattr(records, "lines", None)
+    if lines is not None and index < len(lines):
+        return f"{origin}:{lines[index]}"
+    return f"{origin}: record {index + 1}"
+
+
+def _line(records: list[dict], index: int) -> str:
+    lines = getattr(records, "lines", None)
+    return f"line {lines[index]}" if lines is not None and index < len(lines) else f"record {index + 1}"
+
+
+def bad_value(value: Any, numbers: bool = True) -> str | None:
+    """Why a field's value cannot be a question, answer or id (None if it can): null, empty, not text."""
+    if value is None:
+        return "is null"
+    if isinstance(value, str):
+        return "is empty" if not value.strip() else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and numbers:
+        return None
+    return f"is {type(value).__name__} {json.dumps(value, default=str)[:40]}, expected text"
+
+
+def require_fields(records: list[dict], fields: tuple[str, ...], origin: str, unique: str | None = None) -> None:
+    """Every record has every field with a usable value (not missing, null or empty); `unique` names a field
+    whose values must all differ (the problem id). Errors name the file and line."""
+    for i, record in enumerate(records):
         missing = [f for f in fields if f not in record]
         if missing:
-            raise UserError(f"{origin}: record {i} lacks field(s) {', '.join(missing)}")
+            raise UserError(f"{where(records, i, origin)}: record lacks field(s) {', '.join(missing)}")
+        for f in fields:
+            problem = bad_value(record[f])
+            if problem:
+                raise UserError(f"{where(records, i, origin)}: field {f!r} {problem}")
+    if unique is not None:
+        require_unique_ids([str(r[unique]) for r in records], records, origin)
+
+
+def require_unique_ids(ids: list[str], records: list[dict], origin: str) -> None:
+    """Problem ids (one per record) must differ: a run folder keys everything by id."""
+    first: dict[str, int] = {}
+    for i, pid in enumerate(ids):
+        if pid in first:
+            raise UserError(f"{origin}: duplicate id {pid!r} ({_line(records, first[pid])} and {_line(records, i)}); "
+                            "problem ids must be unique")
+        first[pid] = i
 
 
 def hub_allowed() -> bool:

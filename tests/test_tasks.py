@@ -1,5 +1,6 @@
 """Tasks: record counts, prompts, few-shot exemplars, oracles on reference solutions, no leak of hidden data."""
 
+import gzip
 import json
 
 import pytest
@@ -106,3 +107,91 @@ def test_render_prompt_uses_template_or_plain_turns():
             return "<|user|>" + msgs[0]["content"] + "<|assistant|>"
 
     assert render_prompt(messages, Templated()) == "<|user|>Hi<|assistant|>"
+
+
+# ---- records a run could not keep apart or would pose as "None" --------------------------------
+
+def write_lines(path, *records):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+def test_jsonl_duplicate_ids_are_refused_with_both_lines(tmp_path):
+    from tts.errors import UserError
+
+    path = write_lines(tmp_path / "qa.jsonl", {"id": "a", "question": "1+1?", "answer": "2"}, "",
+                       {"id": "b", "question": "2+2?", "answer": "4"}, {"id": "a", "question": "3+3?", "answer": "6"})
+    with pytest.raises(UserError, match=rf"{path}: duplicate id 'a' \(line 1 and line 4\)"):
+        JSONLTask(data_file=str(path)).load()
+
+
+def test_jsonl_position_id_colliding_with_an_explicit_id_is_refused(tmp_path):
+    from tts.errors import UserError
+
+    path = write_lines(tmp_path / "qa.jsonl", {"id": "1", "question": "1+1?", "answer": "2"},
+                       {"question": "2+2?", "answer": "4"})  # known by its position: "1"
+    with pytest.raises(UserError, match=r"duplicate id '1' \(line 1 and line 2\)"):
+        JSONLTask(data_file=str(path)).load()
+
+
+@pytest.mark.parametrize("record,expected", [
+    ({"question": None, "answer": "2"}, ":3: field 'question' is null"),
+    ({"question": "1+1?", "answer": None}, ":3: field 'answer' is null"),
+    ({"question": "   ", "answer": "2"}, ":3: field 'question' is empty"),
+    ({"question": "1+1?", "answer": ""}, ":3: field 'answer' is empty"),
+    ({"question": "1+1?"}, ":3: record lacks field(s) answer"),
+    ({"question": ["1+1?"], "answer": "2"}, ":3: field 'question' is list [\"1+1?\"], expected text"),
+    ({"id": None, "question": "1+1?", "answer": "2"}, ":3: field 'id' is null"),
+])
+def test_jsonl_unusable_fields_are_refused_with_the_line(tmp_path, record, expected):
+    from tts.errors import UserError
+
+    path = write_lines(tmp_path / "qa.jsonl", {"question": "ok?", "answer": "1"}, "", record)
+    with pytest.raises(UserError) as err:
+        JSONLTask(data_file=str(path)).load()
+    assert str(err.value) == f"{path}{expected}"
+
+
+def test_jsonl_numeric_answers_and_ids_are_fine(tmp_path):
+    path = write_lines(tmp_path / "qa.jsonl", {"id": 7, "question": "3+4?", "answer": 7})
+    (item,) = JSONLTask(data_file=str(path)).load()
+    assert item.problem.id == "7" and item.reference.answer == "7"
+
+
+def test_benchmark_loaders_share_the_rule(tmp_path):
+    """gsm8k, math500 and humaneval refuse null or empty fields by line; humaneval also duplicate task ids."""
+    from tts.errors import UserError
+
+    (tmp_path / "gsm8k").mkdir()
+    write_lines(tmp_path / "gsm8k" / "test.jsonl", {"question": "q", "answer": "#### 1"},
+                {"question": None, "answer": "#### 2"})
+    with pytest.raises(UserError, match=r"gsm8k/test.jsonl:2: field 'question' is null"):
+        GSM8K(data_dir=tmp_path).load()
+
+    (tmp_path / "math500").mkdir()
+    write_lines(tmp_path / "math500" / "test.jsonl", {"problem": "p", "answer": ""})
+    with pytest.raises(UserError, match=r"math500/test.jsonl:1: field 'answer' is empty"):
+        MATH500(data_dir=tmp_path).load()
+
+    (tmp_path / "humaneval").mkdir()
+    good = HumanEval().load(1)[0]
+    rec = {"task_id": "HumanEval/0", "prompt": good.problem.question, "test": good.reference.tests,
+           "entry_point": good.problem.entry_point}
+    def write_gz(*records):
+        plain = write_lines(tmp_path / "plain.jsonl", *records)
+        (tmp_path / "humaneval" / "HumanEval.jsonl.gz").write_bytes(gzip.compress(plain.read_bytes()))
+
+    write_gz(rec, {**rec, "task_id": "HumanEval/1"}, rec)
+    with pytest.raises(UserError, match=r"duplicate id 'HumanEval/0' \(line 1 and line 3\)"):
+        HumanEval(data_dir=tmp_path).load()
+    write_gz(rec, {**rec, "task_id": "HumanEval/1", "test": None})
+    with pytest.raises(UserError, match=r"HumanEval.jsonl.gz:2: field 'test' is null"):
+        HumanEval(data_dir=tmp_path).load()
+
+
+def test_hub_records_are_named_by_position():
+    from tasks.loading import require_fields
+    from tts.errors import UserError
+
+    with pytest.raises(UserError, match=r"^hub:x: record 2: field 'answer' is null$"):
+        require_fields([{"answer": "1"}, {"answer": None}], ("answer",), "hub:x")

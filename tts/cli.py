@@ -171,8 +171,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if run.is_complete(config, [it.problem.id for it in items]):  # nothing to generate: no engine start
         from tts.runner import run_metrics
 
-        metrics = run_metrics(run, {it.problem.id for it in items})
-        run.write_metrics(metrics)
+        with run.lock():  # writes metrics.json: refused while another process writes the folder
+            metrics = run_metrics(run, {it.problem.id for it in items})
+            run.write_metrics(metrics)
         _print_metrics(out, metrics)
         return 0
     backend = build_backend(args.backend, args.model, args.base_url, **_backend_options(args))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import random
 import time
 from typing import Any
@@ -17,10 +18,13 @@ from tqdm.auto import tqdm
 
 from tts.backends.base import Backend
 from tts.metrics import coverage, k_grid
-from tts.runs import RunFolder
+from tts.errors import BackendError, UserError
+from tts.runs import SERVED_KEY, RunFolder
 from tts.strategy import Strategy, StrategyContext
 from tts.task import Task
 from tts.types import Result, SamplingConfig, TaskItem, Usage, Verdict
+
+log = logging.getLogger(__name__)
 
 
 def problem_rng(seed: int, problem_id: str) -> random.Random:
@@ -60,6 +64,19 @@ def run_metrics(run: RunFolder, ids: set[str], elapsed: float | None = None) -> 
     return summarise([r for r in run.results() if r["problem_id"] in ids], elapsed)
 
 
+class ProblemsFailed(BackendError):
+    """Some problems raised: they stay pending (nothing of theirs was written) and a rerun retries them."""
+
+
+# A run stops early when this many problems in a row fail (a dead server fails every problem alike).
+MAX_FAILURES_IN_A_ROW = 8
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 async def evaluate(
     task: Task,
     items: list[TaskItem],
@@ -72,6 +89,27 @@ async def evaluate(
     concurrency: int = 64,
     progress: bool = True,
 ) -> dict[str, Any]:
+    """Generate, grade and append every pending problem; metrics.json of what is finished.
+
+    The run folder is locked for the whole call. A problem that raises is logged and stays pending
+    (nothing of it is written); the others go on, unless MAX_FAILURES_IN_A_ROW fail in a row. At the
+    end, failures raise one error that names them (`UserError` if every one was the user's to fix,
+    `ProblemsFailed` otherwise) after metrics.json was written for the finished problems.
+    """
+    held = run.locked
+    run.acquire()  # refuse a second writer before contacting the backend
+    try:
+        served = await backend.served_identity()
+        return await _evaluate(task, items, strategy, backend, run, {**config, SERVED_KEY: served}, sampling,
+                               seed, concurrency, progress)
+    finally:
+        if not held:
+            run.release()
+
+
+async def _evaluate(task: Task, items: list[TaskItem], strategy: Strategy, backend: Backend, run: RunFolder,
+                    config: dict[str, Any], sampling: SamplingConfig, seed: int, concurrency: int,
+                    progress: bool) -> dict[str, Any]:
     finished = run.open(config)
     todo = [it for it in items if it.problem.id not in finished]
     verifiers = task.selection_verifiers()
@@ -81,17 +119,33 @@ async def evaluate(
                desc=f"{task.name}/{strategy.name}", dynamic_ncols=True)
     ids = {it.problem.id for it in items}
     done = correct = tokens = 0
+    failures: list[tuple[str, Exception]] = []
+    in_a_row = 0
     engine_stats = getattr(backend, "stats", None)  # a snapshot, so concurrent evaluations do not reset it
     stats_before = copy.copy(engine_stats)
 
+    class TooManyFailures(Exception):
+        pass
+
     async def one(item: TaskItem) -> None:
-        nonlocal done, correct, tokens
+        nonlocal done, correct, tokens, in_a_row
         async with limit:
-            ctx = StrategyContext(backend=backend, answers=task, sampling=sampling, verifiers=verifiers,
-                                  rng=problem_rng(seed, item.problem.id))
-            result = await strategy.run(item.problem, ctx)
-            oracle, chosen = await asyncio.to_thread(grade, task, item, result)
-        run.append(result, oracle, chosen)
+            if in_a_row >= MAX_FAILURES_IN_A_ROW:  # the run is stopping: start nothing new
+                return
+            try:
+                ctx = StrategyContext(backend=backend, answers=task, sampling=sampling, verifiers=verifiers,
+                                      rng=problem_rng(seed, item.problem.id))
+                result = await strategy.run(item.problem, ctx)
+                oracle, chosen = await asyncio.to_thread(grade, task, item, result)
+            except Exception as exc:  # noqa: BLE001 - this problem stays pending; the others go on
+                failures.append((item.problem.id, exc))
+                in_a_row += 1
+                log.warning("problem %s failed and stays pending: %s", item.problem.id, _one_line(exc))
+                if in_a_row >= MAX_FAILURES_IN_A_ROW:
+                    raise TooManyFailures from exc
+                return
+        in_a_row = 0
+        run.append(result, oracle, chosen)  # a write that fails stops the run (the folder repairs on reopen)
         done += 1
         correct += bool(chosen and chosen.passed)
         tokens += result.usage.completion_tokens
@@ -100,20 +154,44 @@ async def evaluate(
                         tok_s=f"{tokens / elapsed:.1f}", refresh=False)
         bar.update(1)
 
+    stopped = False
     try:
-        async with asyncio.TaskGroup() as group:  # the first failure cancels the rest; finished ones are on disk
+        async with asyncio.TaskGroup() as group:  # a failure cancels the rest; finished ones are on disk
             for it in todo:
                 group.create_task(one(it))
     except BaseExceptionGroup as eg:
-        raise eg.exceptions[0] from None
+        first = eg.exceptions[0]
+        if not isinstance(first, TooManyFailures):
+            raise first from None
+        stopped = True
     finally:
         bar.close()
     metrics = run_metrics(run, ids, time.perf_counter() - started)
-    metrics["generated_this_session"] = len(todo)
+    metrics["generated_this_session"] = done
     metrics["completion_tokens_per_second_this_session"] = (
-        tokens / metrics["session_seconds"] if todo and metrics["session_seconds"] else None
+        tokens / metrics["session_seconds"] if done and metrics["session_seconds"] else None
     )
     if engine_stats is not None and todo:  # how wide the engine's batches really were this session
         metrics["engine_this_session"] = engine_stats.since(stats_before).summary()
+    pending = len(ids) - metrics["problems"]
+    if pending:
+        metrics["pending"] = pending
     run.write_metrics(metrics)
+    if failures:
+        raise _failure_error(failures, pending, len(ids), stopped, run)
     return metrics
+
+
+def _failure_error(failures: list[tuple[str, Exception]], pending: int, total: int, stopped: bool,
+                   run: RunFolder) -> Exception:
+    pid, first = failures[0]
+    how = (f"stopped after {MAX_FAILURES_IN_A_ROW} problems in a row failed" if stopped
+           else f"{len(failures)} problem(s) failed")
+    message = (f"{how} (first: {pid}: {_one_line(first)}); {pending} of {total} problems stay pending, "
+               f"finished ones are saved in {run.path}; rerun the same command to retry")
+    if all(isinstance(exc, UserError) for _, exc in failures):
+        error: Exception = UserError(message)
+    else:
+        error = ProblemsFailed(message)
+    error.__cause__ = first
+    return error

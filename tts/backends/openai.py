@@ -169,6 +169,25 @@ class OpenAIBackend(Backend):
                     await self.check()
         return list(await asyncio.gather(*(self._one(r) for r in requests)))
 
+    async def served_identity(self) -> dict[str, Any]:
+        """The model in use as GET /models describes it: its id, and owned_by/root/parent/version where given."""
+        if not self._checked:
+            await self.check()
+        self._bind_loop()
+        try:
+            resp = await self._request("GET", "/models", retries=min(self.max_retries, 2))
+        except BackendError as exc:
+            raise UserError(f"cannot reach the OpenAI-compatible server at {self.base_url} ({exc})") from None
+        data = resp.get("data") if isinstance(resp, dict) else None
+        entries = [m for m in (data if isinstance(data, list) else []) if isinstance(m, dict)]
+        identity: dict[str, Any] = {"backend": self.name, "model": self.model}
+        mine = next((m for m in entries if m.get("id") == self.model), None)
+        if mine is None:  # served under an alias: what the server lists instead
+            identity["served_models"] = sorted(str(m.get("id")) for m in entries)
+        else:
+            identity.update({k: mine[k] for k in ("owned_by", "root", "parent", "version") if mine.get(k) is not None})
+        return identity
+
     async def aclose(self) -> None:
         if self._loop is not None:
             await self._client.aclose()

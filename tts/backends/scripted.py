@@ -41,6 +41,14 @@ class ScriptedBackend(Backend):
         self.calls: list[list[GenerationRequest]] = []
         self._drawn: dict[str, int] = defaultdict(int)
 
+    async def served_identity(self) -> dict:
+        """The script stands for the model: its function's qualified name, or a hash of a list of completions."""
+        if callable(self.script):
+            script = f"{getattr(self.script, '__module__', '?')}.{getattr(self.script, '__qualname__', type(self.script).__name__)}"
+        else:
+            script = "list:" + hashlib.sha256(repr(list(self.script)).encode()).hexdigest()[:12]
+        return {"backend": self.name, "model": self.model, "script": script}
+
     def _complete(self, text: str, index: int) -> Completion:
         if callable(self.script):
             return self.script(text, index)

@@ -293,6 +293,20 @@ class VLLMBackend(Backend):
         self._queue.put(None)
         self._thread.join(timeout=30)
 
+    async def served_identity(self) -> dict[str, Any]:
+        """The model folder's name and weights fingerprint, the dtype the engine settled on, vLLM's version."""
+        import vllm
+
+        from tts.backends.base import weights_fingerprint
+
+        model_config = getattr(getattr(getattr(self, "_engine", None), "vllm_config", None), "model_config", None)
+        dtype = getattr(model_config, "dtype", None)
+        local = os.path.isdir(self.model)  # a folder's name, not its path: a moved cache is the same model
+        return {"backend": self.name, "model": os.path.basename(os.path.normpath(self.model)) if local else self.model,
+                "weights": weights_fingerprint(self.model),
+                "dtype": str(dtype).removeprefix("torch.") if dtype is not None else self.dtype,
+                "vllm_version": vllm.__version__}
+
     def info(self) -> dict[str, Any]:
         import vllm
 
