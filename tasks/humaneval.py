@@ -6,6 +6,8 @@ hidden `test` code lives in the `Reference` and reaches only the oracle (DESIGN.
 
 from __future__ import annotations
 
+from typing import Any
+
 from tasks.loading import load_records, require_fields
 from tts.task import Task
 from tts.types import ChatMessage, Problem, Reference, TaskItem
@@ -16,6 +18,7 @@ from verifiers.code import (
     docstring_tests,
     extract_code,
 )
+from verifiers.sandbox import sandbox_isolation
 
 INSTRUCTION = (
     "Complete the following Python function. Reply with the complete function "
@@ -60,6 +63,9 @@ class HumanEval(Task):
 
     def oracle(self, problem: Problem, reference: Reference) -> Verifier:
         return UnitTestVerifier(reference.tests, problem.entry_point)
+
+    def environment(self) -> dict[str, Any]:
+        return {"sandbox": sandbox_isolation()}
 
     def selection_verifiers(self) -> list[Verifier]:
         return [DocstringExamplesVerifier()]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from tts.types import Problem, Reference, TaskItem
 from tts.verifier import Verifier
@@ -49,6 +49,10 @@ class Task(ABC):
     def selection_verifiers(self) -> list[Verifier]:
         """Verifiers a deployed system could run (they see only the problem). Default: none."""
         return []
+
+    def environment(self) -> dict[str, Any]:
+        """What grading runs on, recorded in config.json (code tasks: the sandbox's isolation)."""
+        return {}
 
     def make_problem(self, question: str, problem_id: str = "q0") -> Problem:
         """A problem from free text (for `tts solve`), prompted the way the task prompts its records."""

@@ -106,6 +106,7 @@ class Verdict(BaseModel):
     score: float = Field(ge=0.0, le=1.0)
     passed: bool | None = None
     feedback: str = ""
+    isolation: str | None = Field(None, description="code verifiers: the sandbox isolation the program ran under")
 
 
 class Candidate(BaseModel):
