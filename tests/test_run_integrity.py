@@ -360,3 +360,19 @@ async def test_problems_written_twice_are_dropped_and_generated_again(tmp_path, 
     assert len(backend.calls) == 2 and metrics["problems"] == 3
     assert sorted(r["problem_id"] for r in lines(tmp_path / "results.jsonl")) == ["toy/0", "toy/1", "toy/2"]
     assert len(lines(tmp_path / "samples.jsonl")) == 12
+
+
+def test_the_cli_refuses_a_second_writer_before_starting_an_engine(tmp_path, capsys):
+    from tts.cli import main
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "2"}\n')
+    out = tmp_path / "run"
+    holder = RunFolder(out)
+    holder.acquire()  # another writer of an existing folder
+    # a missing model would be reported by the engine's start; the lock is checked before that
+    code = main(["eval", "--task", "jsonl", "--data-file", str(data), "--model", "/no/such/model",
+                 "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"tts: error: run folder {out} is in use by another tts process"), err
+    holder.release()

@@ -176,6 +176,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             run.write_metrics(metrics)
         _print_metrics(out, metrics)
         return 0
+    if out.is_dir():  # a resume: refuse a second writer before an engine starts (kept until the run ends)
+        run.acquire()
     backend = build_backend(args.backend, args.model, args.base_url, **_backend_options(args))
     config.update({
         "limit": args.limit,
@@ -191,6 +193,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             return await evaluate(task, items, strategy, backend, run, config, sampling,
                                   seed=args.seed, concurrency=args.concurrency, progress=not args.no_progress)
         finally:
+            run.release()
             await backend.aclose()
 
     _print_metrics(out, asyncio.run(main()))

@@ -104,7 +104,10 @@ class RunLock:
         if self._fd is not None:
             return
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                raise UserError(f"cannot write the folder {self.path.parent}: {exc.strerror or exc}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -200,7 +203,10 @@ class RunFolder:
     # ---- locking ---------------------------------------------------------------------------
     def acquire(self) -> None:
         """Become the folder's only writer (creating the folder); a `UserError` if another process is."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot write the folder {self.path}: {exc.strerror or exc}") from None
         self._lock.acquire()
 
     def release(self) -> None:
