@@ -376,3 +376,28 @@ def test_the_cli_refuses_a_second_writer_before_starting_an_engine(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith(f"tts: error: run folder {out} is in use by another tts process"), err
     holder.release()
+
+
+def test_a_lock_kept_by_a_forked_child_of_a_dead_run_is_taken_over(tmp_path, caplog):
+    """flock follows the open file into forked children (an engine's workers): when the run dies and such a
+    child lives on, the folder must not stay locked for ever."""
+    code = ("import os, sys, time; from tts.runs import RunFolder; r = RunFolder(sys.argv[1]); r.acquire()\n"
+            "if os.fork() == 0:\n    print(os.getpid(), flush=True)\n    time.sleep(60)\n    os._exit(0)\n"
+            "os.wait3(os.WNOHANG)\nos._exit(0)  # the run dies; its child keeps the lock")
+    runner = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    child = int(runner.stdout.readline())
+    runner.wait()
+    try:
+        dead = json.loads((tmp_path / "run.lock").read_text())["pid"]
+        assert dead == runner.pid
+        with caplog.at_level(logging.WARNING, logger="tts.runs"):
+            run = RunFolder(tmp_path)
+            run.open(CONFIG)
+        assert f"taking over the lock of pid {dead} (no longer running), which a process it started still held" \
+            in caplog.text
+        assert json.loads((tmp_path / "run.lock").read_text())["pid"] == os.getpid()
+        with pytest.raises(UserError, match="in use"):
+            RunFolder(tmp_path).acquire()
+        run.release()
+    finally:
+        os.kill(child, 9)

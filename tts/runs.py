@@ -112,6 +112,8 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = self._holder(fd)
+                if self._orphaned(fd, holder):
+                    continue  # the file was replaced; lock the new one
                 os.close(fd)
                 raise UserError(self._in_use(holder)) from None
             except BaseException:
@@ -133,6 +135,29 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
         self._fd = fd
+
+    def _orphaned(self, fd: int, holder: dict[str, Any]) -> bool:
+        """A lock still held although its process (on this host) is dead: a process it forked inherited the
+        lock (flock follows the open file into forked children). Such a lock guards nothing any more; the file
+        is removed so that a fresh one can be locked. (Checked twice, so that a new holder that has not yet
+        written its pid over the dead one's is never mistaken for an orphan.) Closes `fd` if it says True."""
+        pid = holder.get("pid")
+        if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or _pid_alive(pid):
+            return False
+        time.sleep(0.2)
+        if self._holder(fd) != holder:
+            return False
+        try:
+            if not os.path.samestat(os.stat(self.path), os.fstat(fd)):
+                os.close(fd)
+                return True  # someone else replaced it meanwhile: try the new file
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+        log.warning("%s: taking over the lock of pid %s (no longer running), which a process it started "
+                    "still held", self.path.parent, pid)
+        return True
 
     def _in_use(self, holder: dict[str, Any]) -> str:
         folder = self.path.parent
