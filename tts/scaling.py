@@ -64,7 +64,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from tts import selectors
 from tts.errors import UserError
 from tts.metrics import k_grid, pass_at_k
-from tts.runs import RunFolder
+from tts.runs import RunFolder, read_config
 from tts.types import Verdict
 
 GROUPS_FILE = "groups.json"
@@ -251,7 +251,7 @@ def read_run(run: RunFolder) -> tuple[dict[str, Any], dict[str, list[dict[str, A
     """config.json and the samples of every finished problem, in index order."""
     if not run.config_path.exists() or not run.samples_path.exists():
         raise UserError(f"{run.path} is not a run folder with samples (needs config.json and samples.jsonl)")
-    config = json.loads(run.config_path.read_text())
+    config = read_config(run.config_path)
     finished = {r["problem_id"] for r in run.results()}
     by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in run.samples():

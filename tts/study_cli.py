@@ -19,8 +19,10 @@ from tts.errors import UserError
 
 def register(subparsers) -> None:
     """Add `scale` and `report` to the `tts` subcommands (each sets `func`)."""
-    from tts.cli import (
-        positive_int,  # here, not at import time: tts.cli imports this module
+    from tts.cli import (  # here, not at import time: tts.cli imports this module
+        non_negative_int,
+        positive_int,
+        writable_folder,
     )
 
     sc = subparsers.add_parser(
@@ -32,11 +34,11 @@ def register(subparsers) -> None:
     sc.add_argument("--rpc-fits", type=positive_int, default=None,
                     help="most Weibull fits per problem and k for RPC (default: sized to about 10000 fits in all)")
     sc.add_argument("--seed", type=int, default=0)
-    sc.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over problems for the 95%% intervals")
+    sc.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples over problems for the 95%% intervals")
     sc.add_argument("--k-max", type=positive_int, default=None, help="largest k (default: the smallest pool size)")
     sc.add_argument("--workers", type=positive_int, default=1,
                     help="processes for the selectors (1319 problems x 64 samples take about 17 s with one)")
-    sc.add_argument("--out", default=None, help="output folder (default: the first RUN_DIR)")
+    sc.add_argument("--out", default=None, type=writable_folder, help="output folder (default: the first RUN_DIR)")
     sc.set_defaults(func=cmd_scale)
 
     rp = subparsers.add_parser(
@@ -53,22 +55,19 @@ def _unique_labels(paths: list[Path]) -> list[str]:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    from tts.report import write_report
     from tts.scaling import ScalingFile, study_run
 
     runs = [Path(r) for r in args.runs]
     for run in runs:
         if not run.is_dir():
             raise UserError(f"run folder not found: {run}")
-    if args.bootstrap < 0:
-        raise UserError(f"--bootstrap must not be negative, got {args.bootstrap}")
     if args.seed < 0:
         raise UserError(f"--seed must not be negative, got {args.seed}")
     studies = [study_run(run, draws=args.draws, rpc_fits=args.rpc_fits, seed=args.seed, k_max=args.k_max,
                          bootstrap=args.bootstrap, workers=args.workers, label=label)
                for run, label in zip(runs, _unique_labels(runs))]
     out = Path(args.out) if args.out else runs[0]
-    written = write_report(ScalingFile(studies=studies), out)
+    written = _write(ScalingFile(studies=studies), out)
     for study in studies:
         _print_summary(study)
     print("wrote: " + ", ".join(str(p) for p in written))
@@ -76,18 +75,27 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tts.report import JSON_NAME, load_scaling, write_report
+    from tts.report import JSON_NAME, load_scaling
     from tts.scaling import ScalingFile, study_run
 
     folder = Path(args.run)
     if not folder.is_dir():
         raise UserError(f"folder not found: {folder}")
     if (folder / JSON_NAME).exists():
-        written = write_report(load_scaling(folder), folder, write_data=False)
+        written = _write(load_scaling(folder), folder, write_data=False)
     else:
-        written = write_report(ScalingFile(studies=[study_run(folder)]), folder)
+        written = _write(ScalingFile(studies=[study_run(folder)]), folder)
     print("wrote: " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _write(data, folder: Path, write_data: bool = True) -> list[Path]:
+    from tts.report import write_report
+
+    try:
+        return write_report(data, folder, write_data=write_data)
+    except OSError as exc:
+        raise UserError(f"cannot write the study into {folder}: {exc.strerror or exc}") from None
 
 
 def _print_summary(study) -> None:

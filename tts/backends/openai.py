@@ -1,15 +1,28 @@
 """HTTP client for any OpenAI-compatible server (vllm serve, SGLang, llama.cpp server).
 
 Text prompts go to `/completions`; chat prompts to `/chat/completions`, so the server applies its own
-chat template. Requests are sent concurrently up to a limit; connection errors, 429 and 5xx are
-retried with exponential backoff and jitter; a server that never answers is reported by URL.
+chat template. Requests are sent concurrently up to a limit. Faults are retried with exponential
+backoff and jitter: connection errors and resets, timeouts, 408/409/429/5xx (a Retry-After header is
+honoured), and answers that cannot be used (not JSON, JSON cut off, an HTML page with status 200, no
+choices, a choice without text, larger than `max_response_bytes`). When the retries are spent the
+error is one line naming the URL, what went wrong on the last attempt and how many attempts were
+made. A server that answers with fewer choices than `n` gets what it returned passed on (the base
+class asks again for the missing samples).
+
+`request_timeout` bounds each attempt's wait for the answer (a non-streaming request's answer comes
+only when all of its samples are generated, so a busy server with many problems in flight needs a
+generous value); connecting is bounded by min(request_timeout, CONNECT_TIMEOUT).
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import json
+import math
 import random
-from typing import Any
+import time
+from typing import Any, Callable
 
 import httpx
 
@@ -18,6 +31,86 @@ from tts.errors import BackendError, UserError
 from tts.types import GenerationRequest, Sample, SamplingConfig
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+DEFAULT_REQUEST_TIMEOUT = 300.0  # seconds one attempt waits for its answer (`tts eval --request-timeout`)
+CONNECT_TIMEOUT = 30.0
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_BACKOFF = 0.5  # first retry after about this many seconds, doubling each time
+MAX_RETRY_AFTER = 120.0  # a server's Retry-After is honoured up to this many seconds
+DEFAULT_MAX_RESPONSE_BYTES = 256 * 2**20
+
+
+class MalformedAnswer(Exception):
+    """The server answered, but not with something usable (retried like a 5xx)."""
+
+
+def one_line(text: str, limit: int = 160) -> str:
+    """A server's text for an error message: one line, at most `limit` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _describe_body(body: bytes, content_type: str) -> str:
+    kind = content_type.split(";")[0].strip() or "no content-type"
+    return f"{kind}, {len(body)} bytes: {one_line(body[:400].decode('utf-8', 'replace'), 80)!r}"
+
+
+def parse_json_object(body: bytes, content_type: str) -> dict[str, Any]:
+    """The answer's JSON object; MalformedAnswer saying what is wrong with it otherwise."""
+    if not body.strip():
+        raise MalformedAnswer(f"an empty body ({content_type.split(';')[0].strip() or 'no content-type'})")
+    try:
+        value = json.loads(body)
+    except UnicodeDecodeError:
+        raise MalformedAnswer(f"a body that is not UTF-8 text ({_describe_body(body, content_type)})") from None
+    except json.JSONDecodeError as exc:
+        stripped = body.strip()
+        if stripped[:1] in (b"{", b"[") and exc.pos >= len(body.rstrip()) - 1:
+            raise MalformedAnswer(f"JSON cut off after {len(body)} bytes ({exc.msg})") from None
+        raise MalformedAnswer(f"a body that is not JSON ({_describe_body(body, content_type)})") from None
+    if not isinstance(value, dict):
+        raise MalformedAnswer(f"JSON that is not an object (a {type(value).__name__})")
+    return value
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    """Seconds a 429/503 answer asks to wait (Retry-After: seconds or an HTTP date), if it says."""
+    value = resp.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
+
+
+def _transport_fault(exc: httpx.RequestError, timeouts: httpx.Timeout) -> str:
+    detail = one_line(str(exc), 100)
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"connecting timed out after {timeouts.connect:g} s"
+    if isinstance(exc, httpx.ReadTimeout):
+        return f"no answer within {timeouts.read:g} s (read timeout; see --request-timeout)"
+    if isinstance(exc, httpx.WriteTimeout):
+        return f"sending the request timed out after {timeouts.write:g} s"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect ({detail or type(exc).__name__})"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"the server closed the connection without a complete answer ({detail or type(exc).__name__})"
+    if isinstance(exc, httpx.ReadError):
+        return f"the connection broke while reading the answer ({detail or 'reset by the server'})"
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+def _model_list(body: dict[str, Any]) -> dict[str, Any]:
+    """GET /models: an object whose `data` is a list."""
+    if not isinstance(body.get("data"), list):
+        raise MalformedAnswer("a model list without a `data` list")
+    return body
 
 
 class OpenAIBackend(Backend):
@@ -31,20 +124,28 @@ class OpenAIBackend(Backend):
         base_url: str = "http://127.0.0.1:8000/v1",
         api_key: str | None = None,
         concurrency: int = 64,
-        max_retries: int = 5,
-        backoff: float = 0.5,
-        timeout: float = 600.0,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        backoff: float | None = None,
+        request_timeout: float | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         send_seed: bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
+        request_timeout = DEFAULT_REQUEST_TIMEOUT if request_timeout is None else float(request_timeout)
+        if not (math.isfinite(request_timeout) and request_timeout > 0):
+            raise UserError(f"the request timeout must be a positive number of seconds, got {request_timeout}")
+        if max_retries < 0:
+            raise UserError(f"max_retries must not be negative, got {max_retries}")
         self.base_url = base_url.rstrip("/")
         self.model = model or ""
         self.max_retries = max_retries
-        self.backoff = backoff
+        self.backoff = DEFAULT_BACKOFF if backoff is None else backoff
         self.send_seed = send_seed
         self.concurrency = concurrency
+        self.request_timeout = request_timeout
+        self.max_response_bytes = max_response_bytes
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._timeout = timeout
+        self._timeout = httpx.Timeout(request_timeout, connect=min(request_timeout, CONNECT_TIMEOUT), pool=None)
         self._transport = transport  # tests inject httpx.MockTransport
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checked = False
@@ -64,34 +165,62 @@ class OpenAIBackend(Backend):
         """Fail fast with the URL if the server is unreachable; pick the served model if none was named."""
         self._bind_loop()
         try:
-            resp = await self._request("GET", "/models", retries=min(self.max_retries, 2))
+            resp = await self._request("GET", "/models", retries=min(self.max_retries, 2), parse=_model_list)
         except BackendError as exc:
             raise UserError(f"cannot reach the OpenAI-compatible server at {self.base_url} ({exc})") from None
-        served = [m.get("id") for m in resp.get("data", [])]
+        served = [m["id"] for m in resp["data"] if isinstance(m, dict) and isinstance(m.get("id"), str)]
         if not self.model:
             if not served:
-                raise UserError(f"the server at {self.base_url} serves no model")
+                raise UserError(f"the server at {self.base_url} serves no model (GET {self.base_url}/models)")
             self.model = served[0]
         self._checked = True
 
-    async def _request(self, method: str, path: str, payload: dict | None = None, retries: int | None = None) -> dict:
+    @staticmethod
+    async def _read_body(resp: httpx.Response, limit: int, truncate: bool = False) -> bytes:
+        """The body, at most `limit` bytes: beyond that MalformedAnswer (or, with `truncate`, the first
+        `limit` bytes: an error page is only quoted)."""
+        chunks, size = [], 0
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                if truncate:
+                    chunks.append(chunk[: limit - size])
+                    break
+                raise MalformedAnswer(f"a body larger than {limit / 2**20:g} MiB (stopped reading)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _request(self, method: str, path: str, payload: dict | None = None, retries: int | None = None,
+                       parse: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+        """The answer's JSON object (passed through `parse`, which raises MalformedAnswer for an unusable
+        one); every fault is retried up to `retries` times, then BackendError names URL, fault and attempts."""
         retries = self.max_retries if retries is None else retries
-        last: str = ""
+        url = f"{self.base_url}{path}"
+        last, wait = "", 0.0
         for attempt in range(retries + 1):
             if attempt:
-                await asyncio.sleep(self.backoff * 2 ** (attempt - 1) * (0.5 + random.random()))
+                backoff = self.backoff * 2 ** (attempt - 1) * (0.5 + random.random())
+                await asyncio.sleep(max(backoff, wait))
+            wait = 0.0
             try:
-                resp = await self._client.request(method, path, json=payload)
-            except (httpx.TransportError, httpx.TimeoutException) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                continue
-            if resp.status_code in RETRY_STATUS:
-                last = f"HTTP {resp.status_code}: {resp.text[:200]}"
-                continue
-            if resp.status_code >= 400:
-                raise BackendError(f"{self.base_url}{path} answered HTTP {resp.status_code}: {resp.text[:500]}")
-            return resp.json()
-        raise BackendError(f"{self.base_url}{path} failed after {retries + 1} attempts: {last}")
+                async with self._client.stream(method, path, json=payload) as resp:
+                    if resp.status_code in RETRY_STATUS:
+                        wait = _retry_after(resp) or 0.0
+                        text = (await self._read_body(resp, 4096, truncate=True)).decode("utf-8", "replace")
+                        last = f"HTTP {resp.status_code}: {one_line(text, 200)}" + (
+                            f" (Retry-After {wait:g} s)" if wait else "")
+                        continue
+                    if resp.status_code >= 400:
+                        text = (await self._read_body(resp, 4096, truncate=True)).decode("utf-8", "replace")
+                        raise BackendError(f"{url} answered HTTP {resp.status_code}: {one_line(text, 500)}")
+                    body = await self._read_body(resp, self.max_response_bytes)
+                    value = parse_json_object(body, resp.headers.get("content-type", ""))
+                    return parse(value) if parse is not None else value
+            except MalformedAnswer as exc:
+                last = f"the server answered with {exc}"
+            except httpx.RequestError as exc:
+                last = _transport_fault(exc, self._timeout)
+        raise BackendError(f"{url} failed after {retries + 1} attempts: {last}")
 
     def _payload(self, req: GenerationRequest) -> tuple[str, dict[str, Any]]:
         cfg: SamplingConfig = req.sampling
@@ -125,8 +254,31 @@ class OpenAIBackend(Backend):
 
     @staticmethod
     def _samples(body: dict, chat: bool, want_logprobs: bool) -> list[Sample]:
+        """The choices as Samples; MalformedAnswer (retried) when there are none or one cannot be read.
+        Fewer choices than asked for are returned as they are (the base class asks again for the rest)."""
+        choices = body.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise MalformedAnswer("no choices" if choices in (None, []) else
+                                  f"`choices` that is not a list (a {type(choices).__name__})")
+        for i, choice in enumerate(choices):
+            if not isinstance(choice, dict):
+                raise MalformedAnswer(f"choice {i} that is not an object (a {type(choice).__name__})")
+            if chat:
+                message = choice.get("message")
+                if not isinstance(message, dict) or not isinstance(message.get("content", ""), (str, type(None))):
+                    raise MalformedAnswer(f"choice {i} without a message with text content")
+            elif not isinstance(choice.get("text"), str):
+                raise MalformedAnswer(f"choice {i} without a text field")
+        try:
+            return OpenAIBackend._read_choices(body, choices, chat, want_logprobs)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MalformedAnswer(f"unreadable usage or logprobs ({type(exc).__name__}: {one_line(str(exc), 100)})") \
+                from None
+
+    @staticmethod
+    def _read_choices(body: dict, choices: list[dict], chat: bool, want_logprobs: bool) -> list[Sample]:
         usage = body.get("usage") or {}
-        choices = sorted(body.get("choices", []), key=lambda c: c.get("index", 0))
+        choices = sorted(choices, key=lambda c: c.get("index") or 0)
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         cached = int(((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0)
         total_completion = int(usage.get("completion_tokens") or 0)
@@ -139,7 +291,7 @@ class OpenAIBackend(Backend):
                     token_lps = [float(t["logprob"]) for t in lp.get("content") or []]
                 else:
                     token_lps = [float(x) for x in lp.get("token_logprobs") or [] if x is not None]
-            text = choice["message"]["content"] if chat else choice["text"]
+            text = choice["message"].get("content") if chat else choice["text"]
             count = len(token_lps) if token_lps is not None else None
             samples.append(
                 Sample(
@@ -157,9 +309,10 @@ class OpenAIBackend(Backend):
 
     async def _one(self, req: GenerationRequest) -> list[Sample]:
         path, payload = self._payload(req)
+        chat = path == "/chat/completions"
         async with self._limit:
-            body = await self._request("POST", path, payload)
-        return self._samples(body, path == "/chat/completions", req.sampling.logprobs)
+            return await self._request("POST", path, payload,
+                                       parse=lambda body: self._samples(body, chat, req.sampling.logprobs))
 
     async def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
         self._bind_loop()

@@ -1,0 +1,228 @@
+"""A fake OpenAI-compatible server on 127.0.0.1 with switchable faults, for the fault table.
+
+    with FakeOpenAIServer() as server:            # a free port, a daemon thread
+        server.faults = ["500", "ok"]             # one fault per completion request, in order
+        server.default = "ok"                     # then this one for every further request
+        ... OpenAIBackend(base_url=server.url) ...
+
+Completion requests answer "The answer is 42. \\boxed{42}" for every one of the `n` choices, so a
+gsm8k or math500 run through the CLI finishes. Each fault is one way a real server (or the proxy in
+front of it) misbehaves; FAULTS lists them. The server stops by itself after `lifetime` seconds
+whatever the test does, and a hang waits at most `hang_seconds` (or until the server stops).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+ANSWER = "The answer is 42. \\boxed{42}"
+
+FAULTS = {
+    "ok": "a correct answer",
+    "truncated": "JSON cut off half-way (Content-Length matches the cut body)",
+    "cut-off": "Content-Length promises more than is sent, then the connection closes",
+    "not-json": "status 200 with a plain-text body",
+    "html": "status 200 with an HTML page (a proxy's error page)",
+    "empty": "status 200 with an empty body",
+    "no-choices": "JSON with `choices: []`",
+    "fewer-choices": "JSON with one choice whatever n was asked",
+    "no-text": "choices without text/message",
+    "not-object": "a JSON array instead of an object",
+    "bad-logprobs": "logprobs of the wrong shape",
+    "500": "HTTP 500",
+    "429": "HTTP 429 with Retry-After",
+    "400": "HTTP 400 with a multi-line body",
+    "hang": "accepts the request and never answers (up to hang_seconds)",
+    "reset": "closes the connection without answering (TCP reset)",
+    "wrong-content-type": "a correct JSON answer labelled text/plain",
+    "huge": "a body of huge_bytes bytes",
+}
+
+
+def completion(payload: dict[str, Any], chat: bool, choices: int | None = None) -> dict[str, Any]:
+    n = int(payload.get("n") or 1) if choices is None else choices
+    out = []
+    for i in range(n):
+        choice: dict[str, Any] = {"index": i, "finish_reason": "stop"}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": ANSWER}
+            choice["logprobs"] = {"content": [{"token": "x", "logprob": -0.5}] * 4}
+        else:
+            choice["text"] = ANSWER
+            choice["logprobs"] = {"token_logprobs": [-0.5] * 4}
+        out.append(choice)
+    return {"id": "fake", "object": "chat.completion" if chat else "text_completion", "choices": out,
+            "usage": {"prompt_tokens": 10, "completion_tokens": 4 * n}}
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request, client_address) -> None:  # a client that hangs up is part of the test
+        pass
+
+
+class FakeOpenAIServer:
+    def __init__(self, *, lifetime: float = 60.0, hang_seconds: float = 5.0, huge_bytes: int = 3 * 2**20,
+                 retry_after: str = "0.2", model: str = "fake-model"):
+        self.faults: list[str] = []
+        self.default = "ok"
+        self.models_fault = "ok"
+        self.lifetime = lifetime
+        self.hang_seconds = hang_seconds
+        self.huge_bytes = huge_bytes
+        self.retry_after = retry_after
+        self.model = model
+        self.requests: list[tuple[float, str, str]] = []  # (time, path, fault served)
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True, name=f"fake-openai-{self.port}")
+        self._timer = threading.Timer(lifetime, self.stop)
+        self._timer.daemon = True
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> "FakeOpenAIServer":
+        self._thread.start()
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()  # releases hangs
+        self._timer.cancel()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "FakeOpenAIServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- what to serve -------------------------------------------------------------------------
+    def set(self, *faults: str, default: str = "ok") -> None:
+        for f in (*faults, default):
+            if f not in FAULTS:
+                raise ValueError(f"unknown fault {f!r}")
+        with self._lock:
+            self.faults = list(faults)
+            self.default = default
+            self.requests.clear()
+
+    def _next_fault(self, path: str) -> str:
+        with self._lock:
+            fault = self.faults.pop(0) if self.faults else self.default
+            self.requests.append((time.monotonic(), path, fault))
+            return fault
+
+    @property
+    def completion_requests(self) -> list[tuple[float, str, str]]:
+        with self._lock:
+            return [r for r in self.requests if r[1].endswith("completions")]
+
+    def _handler_class(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def _send(self, status: int, body: bytes, content_type: str = "application/json",
+                      headers: dict[str, str] | None = None, length: int | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body) if length is None else length))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+                self.wfile.flush()
+
+            def _json(self, obj: Any, status: int = 200, content_type: str = "application/json") -> None:
+                self._send(status, json.dumps(obj).encode(), content_type)
+
+            def _reset(self) -> None:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+                self.close_connection = True
+
+            def do_GET(self) -> None:
+                if not self.path.rstrip("/").endswith("/models"):
+                    self._json({"error": "not found"}, 404)
+                    return
+                if server.models_fault != "ok":
+                    self._serve_fault(server.models_fault, {}, chat=False)
+                    return
+                self._json({"object": "list", "data": [{"id": server.model, "object": "model"}]})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                payload = json.loads(self.rfile.read(length) or b"{}")
+                if not self.path.endswith("completions"):
+                    self._json({"error": "not found"}, 404)
+                    return
+                fault = server._next_fault(self.path)
+                self._serve_fault(fault, payload, chat=self.path.endswith("chat/completions"))
+
+            def _serve_fault(self, fault: str, payload: dict, chat: bool) -> None:
+                good = json.dumps(completion(payload, chat)).encode()
+                if fault == "ok":
+                    self._send(200, good)
+                elif fault == "truncated":
+                    self._send(200, good[: len(good) // 2])
+                elif fault == "cut-off":
+                    self._send(200, good[: len(good) // 2], length=len(good))
+                    self._reset()
+                elif fault == "not-json":
+                    self._send(200, b"Internal error, please try again later", "text/plain")
+                elif fault == "html":
+                    self._send(200, b"<html>\n<head><title>502 Bad Gateway</title></head>\n"
+                                    b"<body>nginx</body>\n</html>\n", "text/html")
+                elif fault == "empty":
+                    self._send(200, b"")
+                elif fault == "no-choices":
+                    self._json({"choices": [], "usage": {}})
+                elif fault == "fewer-choices":
+                    self._json(completion(payload, chat, choices=1))
+                elif fault == "no-text":
+                    self._json({"choices": [{"index": 0, "finish_reason": "stop"}]})
+                elif fault == "not-object":
+                    self._json([completion(payload, chat)])
+                elif fault == "bad-logprobs":
+                    body = completion(payload, chat)
+                    for c in body["choices"]:
+                        c["logprobs"] = {"content": [{"token": "x"}], "token_logprobs": ["high"]}
+                    self._json(body)
+                elif fault == "500":
+                    self._send(500, b"Internal Server Error", "text/plain")
+                elif fault == "429":
+                    self._send(429, b'{"error": "rate limited"}', headers={"Retry-After": server.retry_after})
+                elif fault == "400":
+                    self._send(400, b'{"error": {"message": "max_tokens is too large",\n "code": 400}}\n')
+                elif fault == "hang":
+                    server._stopped.wait(server.hang_seconds)
+                    self._reset()
+                elif fault == "reset":
+                    self._reset()
+                elif fault == "wrong-content-type":
+                    self._send(200, good, "text/plain; charset=utf-8")
+                elif fault == "huge":
+                    self._send(200, b"[" + b" " * server.huge_bytes + b"]")
+                else:
+                    raise ValueError(fault)
+
+        return Handler
