@@ -6,6 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")"
 extra=cpu
 [ "${1:-}" = "--gpu" ] && extra=gpu
+# The code sandbox (verifiers/sandbox.py) isolates untrusted programs with bubblewrap; without it
+# it falls back to a much weaker harness (and warns).
+if ! command -v bwrap >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { apt-get update -qq && apt-get install -y -qq bubblewrap; } \
+      || echo "install.sh: could not install bubblewrap; the code sandbox will use its weaker fallback" >&2
+  else
+    echo "install.sh: bubblewrap (bwrap) is missing; install it for the code sandbox, e.g. sudo apt-get install bubblewrap" >&2
+  fi
+fi
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 [ -d .venv ] || "$PY" -m venv .venv
