@@ -377,7 +377,7 @@ def _run(source: str, cfg: _Config, timeout: float, memory_mb: int, max_output: 
             cmd = [interp, *(("-I", "-S", "-B") if bwrap else ("-I", "-B")), "-c", _DRIVER, str(st_w), str(uid),
                    "1" if cfg.mode == "uid+read" else "0", str(memory_mb << 20 if memory_mb > 0 else 0), nproc,
                    str(max_file_mb << 20), str(math.ceil(timeout) + 1), str(math.ceil(timeout) + 5), str(rss),
-                   workdir or _WORKDIR, ",".join(map(str, extra_fds)) or "-", "1" if bwrap else "0", "tts-sandbox"]
+                   workdir or _WORKDIR, ",".join(map(str, extra_fds)) or "-", "1" if bwrap else "0", str(os.getpid())]
             if bwrap:
                 cmd = _bwrap_command(cfg, interp, memory_mb, env) + cmd
             if cfg.cgroups:

@@ -6,8 +6,8 @@ Arguments (all strings): status fd, uid to drop to (-1: keep), keep CAP_DAC_READ
 address-space limit in bytes (0: none), RLIMIT_NPROC mode and value ("set:N", "count:N",
 "none"), file-size limit, CPU seconds, watchdog seconds, RSS limit in bytes for the whole tree
 (0: a cgroup does it), the working directory (given to the uid), the caller's extra fds
-("3,4" or "-"), whether we run in our own pid namespace (0/1), and a label that only marks
-the process list. stdin: a random token line, then the program until EOF.
+("3,4" or "-"), whether we run in our own pid namespace (0/1), and the caller's pid (its
+death, even before we set PR_SET_PDEATHSIG, ends us). stdin: a random token line, then the program until EOF.
 
 Status lines on the status fd, each "<token> <kind> ...": "error <why>", "start <pid>",
 "child <pid>", "done <pid>" (written by the program's own process after its code ran to its
@@ -20,7 +20,7 @@ import sys
 
 def _main():
     (status_fd, uid, keep_read, mem, nproc, fsize, cpu, watchdog, rss_limit, cwd, extra,
-     own_pidns) = sys.argv[1:13]
+     own_pidns, caller) = sys.argv[1:14]
     status_fd, uid, mem, fsize, cpu = int(status_fd), int(uid), int(mem), int(fsize), int(cpu)
     watchdog, rss_limit, own_pidns = int(watchdog), int(rss_limit), own_pidns == "1"
     keep_read = keep_read == "1"
@@ -111,7 +111,7 @@ def _main():
             libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: setuid binaries stay powerless
             libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans come back to us
             libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG SIGKILL: the caller's death ends us
-            if os.getppid() == 1 and not own_pidns:
+            if not own_pidns and os.getppid() != int(caller):
                 os._exit(5)  # the caller is already gone
     except BaseException as e:
         report("error sandbox setup failed: %r" % (e,))

@@ -237,12 +237,16 @@ def cgroup_parents(memory: str) -> dict[str, str]:
             for name in names:
                 if parent and os.path.isdir(parent) and os.access(parent, os.W_OK):
                     found.setdefault(name, parent)
-    if "unified" in found:
+    if "unified" in found:  # v2: our children need the memory controller (pids if it can be had)
         sub = Path(found["unified"], "cgroup.subtree_control")
+        for controller in ("memory", "pids"):
+            try:
+                if controller not in sub.read_text().split():
+                    sub.write_text(f"+{controller}")  # EBUSY where our cgroup holds processes itself
+            except OSError:
+                pass
         try:
-            if not {"memory", "pids"} <= set(sub.read_text().split()):
-                sub.write_text("+memory +pids")
-            if not {"memory", "pids"} <= set(sub.read_text().split()):
+            if "memory" not in sub.read_text().split():
                 return {}
         except OSError:
             return {}
@@ -268,7 +272,7 @@ def cg_create(parents: dict[str, str], memory_mb: int, tasks: int) -> list[str]:
                 try:
                     Path(d, key).write_text(str(value))
                 except OSError:
-                    if key in ("memory.max", "memory.limit_in_bytes", "pids.max"):
+                    if key in ("memory.max", "memory.limit_in_bytes") or kind == "pids":
                         raise
     except BaseException:
         cg_remove(dirs)
