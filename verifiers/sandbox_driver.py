@@ -83,6 +83,11 @@ def _main():
                     except OSError:
                         pass
             limit(resource.RLIMIT_NPROC, tasks + int(count))
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:  # the OOM killer takes the run first
+                f.write("1000")
+        except OSError:
+            pass
         os.chdir(cwd)
         os.environ.pop("PWD", None)  # bwrap sets it; the program sees only the caller's minimal env
         if uid >= 0:
@@ -135,11 +140,6 @@ def _main():
     if pid == 0:
         os.setpgid(0, 0)
         os.set_inheritable(status_fd, False)
-        try:
-            with open("/proc/self/oom_score_adj", "w") as f:  # the OOM killer takes us first
-                f.write("1000")
-        except OSError:
-            pass
         if libc is not None:
             libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG SIGKILL: die with the supervisor
         import builtins, faulthandler
