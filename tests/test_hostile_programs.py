@@ -231,3 +231,29 @@ def test_reading_the_hidden_tests_from_disk_does_not_pass():
     program = READ_DATA.format(paths=[str(HUMANEVAL), "/work/main/tasks/data/humaneval/HumanEval.jsonl.gz"])
     oracle, _ = _verdicts(program, problem, rec["test"])
     assert not oracle.passed, "the program read the hidden tests' data and passed"
+
+
+def test_the_fresh_interpreter_fallback_judges_the_same(monkeypatch):
+    """Without the judge's fork server, each job gets a fresh judge interpreter: same verdicts."""
+    import verifiers.code_judge as code_judge
+
+    monkeypatch.setattr(code_judge._FORK_SERVER, "submit", lambda job, fds: False)
+    problem = _add_problem()
+    assert _verdicts(PROMPT + "    return a + b\n", problem, TESTS)[0].passed
+    for name, program, _ in CASES:
+        if name in ("eq-always-true", "frame-walk-forge", "settrace-swap", "os-exit-in-call"):
+            oracle, examples = _verdicts(program, problem, TESTS)
+            assert not oracle.passed and not examples.passed, name
+
+
+def test_a_dead_fork_server_is_restarted():
+    import verifiers.code_judge as code_judge
+
+    problem = _add_problem()
+    assert _verdicts(PROMPT + "    return a + b\n", problem, TESTS)[0].passed
+    proc = code_judge._FORK_SERVER._proc
+    assert proc is not None and proc.poll() is None
+    proc.kill()
+    proc.wait()
+    assert _verdicts(PROMPT + "    return a + b\n", problem, TESTS)[0].passed
+    assert code_judge._FORK_SERVER._proc is not proc

@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
+import socket
 import subprocess
 import sys
 import threading
@@ -53,6 +55,67 @@ class JudgeReport(BaseModel):
     examples: list[tuple[bool, str]] | None = None
     ready: bool = False  # the program loaded and started serving
     program: ProgramResult
+
+
+class _ForkServer:
+    """A warm judge interpreter that forks one child per job (verifiers/judge_process.py).
+
+    Started on first use, restarted if it died; when it cannot be used, `submit` returns False
+    and the caller starts a fresh judge interpreter for the job instead.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+        self._failures = 0
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-B", str(_JUDGE), "--fork-server", str(theirs.fileno()), str(_WIRE)],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, cwd="/")
+        finally:
+            theirs.close()
+        self._sock = ours
+
+    def submit(self, job: dict, fds: tuple[int, int, int]) -> bool:
+        data = json.dumps(job).encode()
+        with self._lock:
+            if self._failures >= 3:
+                return False
+            for _ in range(2):
+                try:
+                    if self._proc is None or self._proc.poll() is not None:
+                        self._start()
+                    assert self._sock is not None
+                    socket.send_fds(self._sock, [data], list(fds))
+                    return True
+                except OSError as e:
+                    log.warning("judge fork server unavailable (%s); restarting it", e)
+                    self._failures += 1
+                    if self._sock is not None:
+                        self._sock.close()
+                    self._proc = self._sock = None
+            return False
+
+
+_FORK_SERVER = _ForkServer()
+
+
+def _read_report(fd: int, timeout: float) -> bytes:
+    deadline = time.monotonic() + timeout
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise RuntimeError("the judge did not finish")
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def _server_stub(req_fd: int, resp_fd: int, entry_point: str) -> str:
@@ -97,14 +160,18 @@ def judge_program(
     judge: subprocess.Popen | None = None
     holder: dict[str, ProgramResult] = {}
     runner: threading.Thread | None = None
+    report_r, report_w = os.pipe()
     try:
         job = {"mode": mode, "tests": tests, "context": context, "entry_point": entry_point,
                "timeout": timeout, "example_timeout": example_timeout, "req_fd": req_w, "resp_fd": resp_r,
                "wire_path": str(_WIRE), "parent_pid": os.getpid()}
-        judge = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-B", str(_JUDGE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, pass_fds=(req_w, resp_r), env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-            cwd="/")
+        forked = _FORK_SERVER.submit(job, (req_w, resp_r, report_w))
+        os.close(report_w)
+        if not forked:
+            judge = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-B", str(_JUDGE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, pass_fds=(req_w, resp_r), env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                cwd="/")
         close(req_w)
         close(resp_r)
         source = program + _server_stub(req_r, resp_w, entry_point)
@@ -119,18 +186,22 @@ def judge_program(
 
         runner = threading.Thread(target=run, name="tts-judged-program", daemon=True)
         runner.start()
-        try:
-            out, err = judge.communicate(json.dumps(job).encode(), timeout=timeout + 10)
-        except subprocess.TimeoutExpired:
-            judge.kill()
-            out, err = judge.communicate()
-            raise RuntimeError("the judge did not finish") from None
+        if judge is None:
+            out, err = _read_report(report_r, timeout + 10), b""
+        else:
+            try:
+                out, err = judge.communicate(json.dumps(job).encode(), timeout=timeout + 10)
+            except subprocess.TimeoutExpired:
+                judge.kill()
+                out, err = judge.communicate()
+                raise RuntimeError("the judge did not finish") from None
         runner.join()
         result = holder.get("r") or ProgramResult(status="error", passed=False, output="[sandbox] no result")
         try:
             report = json.loads(out)
         except ValueError:
-            raise RuntimeError(f"judge exited {judge.returncode}: {err.decode(errors='replace')[-2000:]}") from None
+            code = judge.returncode if judge is not None else "(forked)"
+            raise RuntimeError(f"judge exited {code} without a report: {err.decode(errors='replace')[-2000:]}") from None
         return _combine(report, result)
     except Exception as e:  # noqa: BLE001 - the caller gets a report, whatever broke
         log.exception("judged run failed")
@@ -142,6 +213,7 @@ def judge_program(
                            program=holder.get("r") or ProgramResult(status="error", passed=False,
                                                                      duration=time.monotonic() - start))
     finally:
+        os.close(report_r)
         close(req_w)
         close(resp_r)
         if runner is None:  # never started: the program's ends are still ours
