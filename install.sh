@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 extra=cpu
 [ "${1:-}" = "--gpu" ] && extra=gpu
-# The code sandbox (verifiers/sandbox.py) isolates untrusted programs with bubblewrap; without it
+# The code sandbox (tts/sandbox/process.py) isolates untrusted programs with bubblewrap; without it
 # it falls back to a much weaker harness (and warns).
 if ! command -v bwrap >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

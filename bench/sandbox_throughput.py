@@ -10,8 +10,8 @@ internals. `--via verifier` goes through `verifiers.code.UnitTestVerifier` itsel
 judged run, the sandboxed program plus a judge process per problem; the sandbox under test is
 patched into `verifiers.code_judge.run_program`, so it must accept `extra_fds`).
 
-`--old PATH` also measures another implementation of verifiers/sandbox.py (a self-contained copy,
-e.g. `git show <commit>:verifiers/sandbox.py > /tmp/old_sandbox.py`) on the same workload and
+`--old PATH` also measures another implementation of tts/sandbox/process.py (a self-contained copy,
+e.g. `git show <commit>:tts/sandbox/process.py > /tmp/old_sandbox.py`) on the same workload and
 prints both and the ratio. All programs must pass under every implementation.
 """
 
@@ -34,7 +34,7 @@ DATA = ROOT / "tasks" / "data" / "humaneval" / "HumanEval.jsonl.gz"
 
 def load_impl(path: str | None):
     if path is None:
-        from verifiers import sandbox
+        from tts.verifiers import sandbox
 
         return sandbox
     spec = importlib.util.spec_from_file_location("bench_old_sandbox", path)
@@ -47,11 +47,11 @@ def load_impl(path: str | None):
 def measure(impl, records: list[dict], workers: int, rounds: int, via: str) -> tuple[float, int, str]:
     """Programs/s over `rounds` passes of all records; returns (rate, failures, isolation)."""
     if via == "verifier":
-        import verifiers.code as code
+        import tts.verifiers.code as code
         from tts.types import Candidate, Problem
 
         try:
-            import verifiers.code_judge as judged
+            import tts.verifiers.code_judge as judged
             judged.run_program = impl.run_program
         except ImportError:
             code.run_program = impl.run_program

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from strategies.tree_search import TreeSearchConfig, TreeSearchStrategy
+from tts.strategies.tree_search import TreeSearchConfig, TreeSearchStrategy
 from tts.treesearch.ab_mcts_a import ABMCTSA as ABMCTSAAlgorithm
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from strategies.tree_search import TreeSearchConfig, TreeSearchStrategy
+from tts.strategies.tree_search import TreeSearchConfig, TreeSearchStrategy
 from tts.treesearch.ab_mcts_m import ABMCTSM as ABMCTSMAlgorithm
 
 

@@ -10,7 +10,7 @@ import math
 
 from pydantic import Field
 
-from strategies.tree_search import TreeSearchConfig, TreeSearchStrategy
+from tts.strategies.tree_search import TreeSearchConfig, TreeSearchStrategy
 from tts.treesearch.mcts import StandardMCTS
 
 

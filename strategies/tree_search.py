@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from strategies.refinement import refinement_prompt
+from tts.strategies.refinement import refinement_prompt
 from tts.backends.base import Backend
 from tts.errors import UserError
 from tts.strategy import Strategy, StrategyConfig, StrategyContext

@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 import re
 
-from tasks.loading import load_records, require_fields
-from tasks.math_task import MathAnswerTask
+from tts.tasks.loading import load_records, require_fields
+from tts.tasks.math_task import MathAnswerTask
 from tts.errors import UserError
 from tts.types import ChatMessage, Problem, Reference, TaskItem
 

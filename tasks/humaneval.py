@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.loading import load_records, require_fields
+from tts.tasks.loading import load_records, require_fields
 from tts.task import Task
 from tts.types import ChatMessage, Problem, Reference, TaskItem
 from tts.verifier import Verifier
-from verifiers.code import (
+from tts.verifiers.code import (
     DocstringExamplesVerifier,
     UnitTestVerifier,
     docstring_tests,
     extract_code,
 )
-from verifiers.sandbox import sandbox_isolation
+from tts.sandbox import sandbox_isolation
 
 INSTRUCTION = (
     "Complete the following Python function. Reply with the complete function "

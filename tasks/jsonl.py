@@ -6,8 +6,8 @@ field names are options so most datasets load without conversion.
 
 from __future__ import annotations
 
-from tasks.loading import bad_value, load_hub, read_jsonl, require_fields, require_unique_ids, where
-from tasks.math_task import MathAnswerTask
+from tts.tasks.loading import bad_value, load_hub, read_jsonl, require_fields, require_unique_ids, where
+from tts.tasks.math_task import MathAnswerTask
 from tts.errors import UserError
 from tts.types import ChatMessage, Problem, Reference, TaskItem
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tasks.loading import load_records, require_fields
-from tasks.math_task import MathAnswerTask
+from tts.tasks.loading import load_records, require_fields
+from tts.tasks.math_task import MathAnswerTask
 from tts.types import ChatMessage, Problem, Reference, TaskItem
 
 INSTRUCTION = "Solve the following math problem step by step. Put your final answer within \\boxed{}."

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tts.task import Task
 from tts.types import Problem, Reference
 from tts.verifier import Verifier
-from verifiers.math import MathAnswerVerifier, equivalent, extract_answer
+from tts.verifiers.math import MathAnswerVerifier, equivalent, extract_answer
 
 
 class MathAnswerTask(Task):

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tts.types import Candidate, Problem
-from verifiers import sandbox
-from verifiers.code import (
+from tts.sandbox import process as sandbox
+from tts.verifiers.code import (
     DocstringExamplesVerifier,
     UnitTestVerifier,
     docstring_tests,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tts.types import Candidate, Problem
-from verifiers.code import DocstringExamplesVerifier, UnitTestVerifier, docstring_tests
+from tts.verifiers.code import DocstringExamplesVerifier, UnitTestVerifier, docstring_tests
 
 PROMPT = 'def add(a, b):\n    """Add two numbers.\n    >>> add(1, 2)\n    3\n    >>> add(2, 2)\n    4\n    """\n'
 TESTS = """
@@ -235,7 +235,7 @@ def test_reading_the_hidden_tests_from_disk_does_not_pass():
 
 def test_the_fresh_interpreter_fallback_judges_the_same(monkeypatch):
     """Without the judge's fork server, each job gets a fresh judge interpreter: same verdicts."""
-    import verifiers.code_judge as code_judge
+    import tts.verifiers.code_judge as code_judge
 
     monkeypatch.setattr(code_judge._FORK_SERVER, "submit", lambda job, fds: False)
     problem = _add_problem()
@@ -247,7 +247,7 @@ def test_the_fresh_interpreter_fallback_judges_the_same(monkeypatch):
 
 
 def test_a_dead_fork_server_is_restarted():
-    import verifiers.code_judge as code_judge
+    import tts.verifiers.code_judge as code_judge
 
     problem = _add_problem()
     assert _verdicts(PROMPT + "    return a + b\n", problem, TESTS)[0].passed

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tts.types import Candidate, Problem
-from verifiers import math as vmath
-from verifiers.math import MathAnswerVerifier, equivalent, extract_answer
+from tts.verifiers import math as vmath
+from tts.verifiers.math import MathAnswerVerifier, equivalent, extract_answer
 
 
 def _data_dir() -> Path:

@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from strategies.phi_decoding import (
+from tts.strategies.phi_decoding import (
     PhiDecoding,
     choose_final,
     choose_next,

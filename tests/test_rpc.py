@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.optimize import check_grad, minimize
 
-from strategies.rpc import RPC
+from tts.strategies.rpc import RPC
 from tests.fakes import ToyTask
 from tts import selectors
 from tts.backends.scripted import ScriptedBackend

@@ -10,7 +10,7 @@ import sys
 import httpx
 import pytest
 
-from strategies.self_consistency import SelfConsistency
+from tts.strategies.self_consistency import SelfConsistency
 from tests.fakes import ToyTask
 from tts.backends.base import Backend, IncompleteGeneration, weights_fingerprint
 from tts.backends.openai import OpenAIBackend

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from strategies.self_consistency import SelfConsistency
+from tts.strategies.self_consistency import SelfConsistency
 from tests.fakes import ToyTask
 from tts.backends.scripted import ScriptedBackend
 from tts.errors import UserError

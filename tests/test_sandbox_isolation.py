@@ -1,4 +1,4 @@
-"""Escape attempts against verifiers/sandbox.py: each must fail or leave nothing behind.
+"""Escape attempts against tts/sandbox/process.py: each must fail or leave nothing behind.
 
 Most rows need the bubblewrap modes (`sandbox_mode()` "bwrap" or "bwrap-userns"); under the
 weaker fallbacks they are skipped, except those that every mode must hold (caller's environment,
@@ -25,8 +25,8 @@ from typing import Callable
 
 import pytest
 
-from verifiers import sandbox
-from verifiers.sandbox import ProgramResult, run_program
+from tts.sandbox import process as sandbox
+from tts.sandbox import ProgramResult, run_program
 
 REPO = Path(__file__).resolve().parent.parent
 HUMANEVAL = REPO / "tasks" / "data" / "humaneval" / "HumanEval.jsonl.gz"
@@ -115,11 +115,11 @@ def esc_task_data() -> Escape:
                 print("READ", p, len(open(p, "rb").read()))
             except OSError as e:
                 print("NO", p, type(e).__name__)
-        try:
-            import tasks
-            print("READ import tasks", tasks.__file__)
-        except ImportError:
-            print("NO import")
+        for name in ("tasks", "tts.tasks"):
+            try:
+                print("READ import", name, __import__(name).__file__)
+            except ImportError:
+                print("NO import", name)
     """)
 
     def check(r: ProgramResult) -> None:
@@ -418,7 +418,7 @@ def test_sigkill_of_the_caller_leaves_nothing():
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(REPO)!r})
-        from verifiers.sandbox import run_program
+        from tts.sandbox import run_program
         run_program({program!r}, timeout=60)
     """)
     caller = subprocess.Popen([sys.executable, "-c", script])

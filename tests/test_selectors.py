@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from strategies.best_of_n import BestOfN
-from strategies.perplexity import Perplexity
+from tts.strategies.best_of_n import BestOfN
+from tts.strategies.perplexity import Perplexity
 from tests.fakes import EvenVerifier, ToyTask
 from tts import selectors
 from tts.backends.scripted import ScriptedBackend

@@ -2,8 +2,8 @@
 
 import pytest
 
-from strategies.repeated_sampling import RepeatedSampling
-from strategies.self_consistency import SelfConsistency
+from tts.strategies.repeated_sampling import RepeatedSampling
+from tts.strategies.self_consistency import SelfConsistency
 from tests.fakes import EvenVerifier, ToyTask
 from tts.backends.scripted import ScriptedBackend
 from tts.strategy import StrategyContext

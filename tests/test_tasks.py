@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from tasks.gsm8k import GSM8K, exemplar_solution, gold_answer
-from tasks.humaneval import HumanEval
-from tasks.jsonl import JSONLTask
-from tasks.math500 import MATH500
+from tts.tasks.gsm8k import GSM8K, exemplar_solution, gold_answer
+from tts.tasks.humaneval import HumanEval
+from tts.tasks.jsonl import JSONLTask
+from tts.tasks.math500 import MATH500
 from tts.backends.render import plain_chat, render_prompt
 from tts.types import Candidate, ChatMessage
 
@@ -190,7 +190,7 @@ def test_benchmark_loaders_share_the_rule(tmp_path):
 
 
 def test_hub_records_are_named_by_position():
-    from tasks.loading import require_fields
+    from tts.tasks.loading import require_fields
     from tts.errors import UserError
 
     with pytest.raises(UserError, match=r"^hub:x: record 2: field 'answer' is null$"):

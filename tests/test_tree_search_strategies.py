@@ -7,12 +7,12 @@ import re
 import pytest
 
 import tts.api
-from strategies.ab_mcts_a import ABMCTSA
-from strategies.ab_mcts_m import ABMCTSM
-from strategies.mcts import MCTS
-from strategies.refinement import CODE_FORMAT, refinement_prompt
-from strategies.tree_search import Action, TreeSearch
-from tasks.humaneval import HumanEval
+from tts.strategies.ab_mcts_a import ABMCTSA
+from tts.strategies.ab_mcts_m import ABMCTSM
+from tts.strategies.mcts import MCTS
+from tts.strategies.refinement import CODE_FORMAT, refinement_prompt
+from tts.strategies.tree_search import Action, TreeSearch
+from tts.tasks.humaneval import HumanEval
 from tests.fakes import ToyTask
 from tts.backends.render import prompt_text
 from tts.backends.scripted import ScriptedBackend

@@ -4,7 +4,7 @@ Both judge a program from outside it (verifiers/code_judge.py): the candidate ru
 and serves its function over a pipe; the tests run in a separate judge process that sees only
 plain values, so nothing the program does can reach the verdict.
 
-The public names of the code family live here: `run_program`/`ProgramResult` (verifiers.sandbox),
+The public names of the code family live here: `run_program`/`ProgramResult` (tts.sandbox),
 `extract_code`/`docstring_tests` (verifiers.code_parsing), `judge_program` and the two verifiers.
 """
 
@@ -19,9 +19,9 @@ from tts.verifier import Verifier
 
 log = logging.getLogger(__name__)
 
-from verifiers.code_parsing import docstring_tests, extract_code  # noqa: F401 - public API
-from verifiers.code_judge import JudgeReport, judge_program  # noqa: F401 - public API
-from verifiers.sandbox import ProgramResult, run_program  # noqa: F401 - public API
+from tts.verifiers.code_parsing import docstring_tests, extract_code  # noqa: F401 - public API
+from tts.verifiers.code_judge import JudgeReport, judge_program  # noqa: F401 - public API
+from tts.sandbox import ProgramResult, run_program  # noqa: F401 - public API
 
 # --------------------------------------------------------------------------------------------
 # Verifiers

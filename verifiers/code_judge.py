@@ -34,7 +34,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from verifiers.sandbox import ProgramResult, run_program
+from tts.sandbox import ProgramResult, run_program
 
 log = logging.getLogger(__name__)
 

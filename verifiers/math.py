@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tts.types import Candidate, Problem, Verdict
 from tts.verifier import Verifier
-from verifiers.math_extract import constant_chain_result, stated_number
+from tts.verifiers.math_extract import constant_chain_result, stated_number
 
 log = logging.getLogger(__name__)
 

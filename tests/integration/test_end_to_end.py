@@ -51,7 +51,7 @@ def test_humaneval_selection_sees_only_docstring_examples(engine, tmp_path):
     samples = read_jsonl(out / "samples.jsonl")
     assert len(samples) == 4
     assert all(s["selection"] and s["selection"][0]["verifier"] == "docstring-examples" for s in samples)
-    from tasks.humaneval import HumanEval
+    from tts.tasks.humaneval import HumanEval
 
     for item in HumanEval().load(2):
         prompt_text = json.dumps([m.model_dump() for m in item.problem.prompt])

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from strategies.phi_decoding import PhiDecoding
-from tasks.gsm8k import GSM8K
+from tts.strategies.phi_decoding import PhiDecoding
+from tts.tasks.gsm8k import GSM8K
 from tts.runner import evaluate
 from tts.runs import RunFolder
 from tts.types import SamplingConfig

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from strategies.repeated_sampling import RepeatedSampling
-from tasks.gsm8k import GSM8K
+from tts.strategies.repeated_sampling import RepeatedSampling
+from tts.tasks.gsm8k import GSM8K
 from tts import report
 from tts.runner import evaluate
 from tts.runs import RunFolder

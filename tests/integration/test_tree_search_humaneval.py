@@ -3,7 +3,7 @@ the docstring examples, and the hidden tests never reach a prompt."""
 
 import pytest
 
-from tasks.humaneval import HumanEval
+from tts.tasks.humaneval import HumanEval
 from tts.api import build_strategy
 from tts.backends.render import prompt_text
 from tts.runner import evaluate

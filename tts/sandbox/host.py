@@ -1,4 +1,4 @@
-"""The caller's side of a sandboxed run: pipes, per-run cgroups, cleanup (used by verifiers/sandbox.py)."""
+"""The caller's side of a sandboxed run: pipes, per-run cgroups, cleanup (used by tts/sandbox/process.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-log = logging.getLogger("verifiers.sandbox")
+log = logging.getLogger("tts.sandbox")
 _serial = itertools.count(1)
 _janitor: subprocess.Popen | None = None
 _janitor_pid: int | None = None

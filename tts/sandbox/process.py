@@ -8,7 +8,7 @@ that nothing a program does can reach the caller, its files, its network or the 
 
 How one run works (`run_program`):
 
-* The caller starts `bwrap ... python -I -S -B -c <verifiers/sandbox_driver.py> <args>`, stdout +
+* The caller starts `bwrap ... python -I -S -B -c <tts/sandbox/driver.py> <args>`, stdout +
   stderr on one pipe, a second "status" pipe, and the caller's `extra_fds` (same numbers). With a
   writable cgroup a tiny `sh` first writes its own pid into the run's fresh cgroup
   (`tts-<caller pid>-<n>`: memory = `memory_mb` for the whole tree, tasks = `max_procs` + ours) and
@@ -66,6 +66,7 @@ checks, and memory shared copy-on-write after fork counts once per process.
 from __future__ import annotations
 
 import itertools
+import importlib.util
 import logging
 import math
 import os
@@ -86,7 +87,7 @@ from typing import Literal, Sequence
 
 from pydantic import BaseModel
 
-from verifiers.sandbox_host import (CappedBuffer, cg_create, cg_oom_kills, cg_remove, cgroup_parents, first_int,
+from tts.sandbox.host import (CappedBuffer, cg_create, cg_oom_kills, cg_remove, cgroup_parents, first_int,
                                     force_remove, kill_everything, pump, remove_stale, start_janitor)
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "a
         "nsswitch.conf", "passwd", "group", "hosts", "mime.types")
 _MODES = ("bwrap", "bwrap-userns", "uid", "uid+read", "none")
 _MEMORY = ("cgroup-v2", "cgroup-v1", "rss-watch")
-_DRIVER = (Path(__file__).with_name("sandbox_driver.py")).read_text()
+_DRIVER = (Path(__file__).with_name("driver.py")).read_text()
 _lock = threading.Lock()
 _uids_lock = threading.Lock()
 _config: _Config | None = None
@@ -264,14 +265,23 @@ def _bwrap_binds(interp: str, userns: bool) -> list[str]:
             args += ["--perms", "0755", "--dir", str(Path(*parts[:i]))]
         args += ["--ro-bind", prefix, prefix]
         bound.append(prefix)
-    here = Path(__file__).resolve().parent.parent
-    for secret in (here / "tasks" / "data", here):  # the hidden tests, the repository
+    for secret in _secret_dirs():
         s = str(secret)
         if any(s.startswith(b + "/") for b in bound):
             args += ["--tmpfs", s]
     args += ["--proc", "/proc", "--dev", "/dev"]
     _bwrap_cache[key] = args
     return args
+
+
+def _secret_dirs() -> list[Path]:
+    """The task data (hidden tests and answers), the package and the checkout it may sit in."""
+    found = []
+    spec = importlib.util.find_spec("tts.tasks")  # located, not imported: no plugin code runs here
+    if spec is not None and spec.submodule_search_locations:
+        found += [Path(p).resolve() / "data" for p in spec.submodule_search_locations]
+    package = Path(__file__).resolve().parents[1]
+    return found + [package, package.parent]
 
 
 def _bwrap_command(cfg: _Config, interp: str, memory_mb: int, env: dict[str, str]) -> list[str]:

@@ -1,6 +1,6 @@
-"""The driver of one sandboxed run: the trusted code that starts a program (see verifiers/sandbox.py).
+"""The driver of one sandboxed run: the trusted code that starts a program (see tts/sandbox/process.py).
 
-This file is never imported: `verifiers.sandbox` passes its text to `python -I -B -c`, inside
+This file is never imported: `tts.sandbox` passes its text to `python -I -B -c`, inside
 bubblewrap when it can, so the program's mount namespace needs no copy of the repository.
 Arguments (all strings): status fd, uid to drop to (-1: keep), keep CAP_DAC_READ_SEARCH (0/1),
 address-space limit in bytes (0: none), RLIMIT_NPROC mode and value ("set:N", "count:N",
