@@ -437,6 +437,7 @@ class RunFolder:
                 "selection": [v.model_dump() for v in cand.verdicts],
                 "correct": verdict.passed,
                 "oracle_feedback": verdict.feedback[:500],
+                "oracle_isolation": verdict.isolation,  # code tasks: the sandbox the grading ran in
                 "chosen": i == result.chosen,
                 "info": cand.info,
             }
