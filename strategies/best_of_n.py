@@ -2,14 +2,15 @@
 
 Sample n, score every candidate with the task's selection verifiers (never the oracle: for
 HumanEval, the docstring examples), keep the highest mean score; ties are broken by mean token
-log-prob, then by sample order (`tts.selectors.best_of_n`). With no selection verifier every score
+log-prob, then by sample order (`tts.selection.best_of_n`). With no selection verifier every score
 is missing, so the choice degrades to `perplexity` (the most probable path).
-confidence = the chosen candidate's score (None without a verifier).
+confidence = the chosen candidate's score (None without a verifier). `info["scores"]`: each
+candidate's score; `info["verifiers"]`: the selection verifiers' names.
 """
 
 from __future__ import annotations
 
-from tts import selectors
+from tts import selection
 from tts.strategy import Strategy, StrategyContext
 from tts.types import Problem, Result
 
@@ -20,9 +21,7 @@ class BestOfN(Strategy):
 
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
         candidates = await ctx.sample_candidates(problem, self.config.n, logprobs=True)
-        scores = [selectors.verdict_score(c.verdicts) for c in candidates]
-        pick = selectors.best_of_n(scores, [c.mean_logprob for c in candidates])
-        return ctx.finish_choice(
-            problem, self.name, candidates, pick.chosen, pick.confidence,
-            info={"scores": scores, "tied": pick.tied, "verifiers": [v.name for v in ctx.verifiers]},
-        )
+        scores = [selection.verdict_score(c.verdicts) for c in candidates]
+        pick = selection.best_of_n(scores, [c.mean_logprob for c in candidates])
+        return ctx.finish_choice(problem, self.name, candidates, pick, scores=scores,
+                                 verifiers=[v.name for v in ctx.verifiers])

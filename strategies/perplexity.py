@@ -1,13 +1,14 @@
 """Perplexity: the single most probable sampled path (ALGORITHMS.md 3, the RPC paper's baseline).
 
-Sample n, keep the path with the highest mean token log-probability (`tts.selectors.perplexity`).
+Sample n, keep the path with the highest mean token log-probability (`tts.selection.perplexity`).
 It converges fast but ignores that many paths may share an answer; `rpc` combines the two.
-confidence = exp(mean log-prob) of the chosen path.
+confidence = exp(mean log-prob) of the chosen path; equally probable paths are in
+`info["tied_indices"]` (`tts.selection.ChoiceInfo`).
 """
 
 from __future__ import annotations
 
-from tts import selectors
+from tts import selection
 from tts.strategy import Strategy, StrategyContext
 from tts.types import Problem, Result
 
@@ -18,8 +19,5 @@ class Perplexity(Strategy):
 
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
         candidates = await ctx.sample_candidates(problem, self.config.n, logprobs=True)
-        pick = selectors.perplexity([c.mean_logprob for c in candidates])
-        return ctx.finish_choice(
-            problem, self.name, candidates, pick.chosen, pick.confidence,
-            info={"tied": pick.tied, **pick.info},
-        )
+        pick = selection.perplexity([c.mean_logprob for c in candidates])
+        return ctx.finish_choice(problem, self.name, candidates, pick)

@@ -76,7 +76,7 @@ from tts.stepwise import (
 )
 from tts.strategy import Strategy, StrategyConfig, StrategyContext
 from tts.types import Candidate, GenerationRequest, Problem, Result, Sample, SamplingConfig, Usage, finite_or_none
-from tts.voting import group_answers
+from tts.selection import group_answers
 
 PHASES = ("steps", "foresight", "final")
 

@@ -1,12 +1,15 @@
 """Repeated sampling (ALGORITHMS.md section 1, "Large Language Monkeys").
 
 Draw n independent samples and keep all of them; coverage (pass@k) is computed from them by the
-runner. The answer is the first sample that passes the selection verifiers when any does (for code,
-the docstring examples), else the first sample: with a perfect verifier, coverage is accuracy.
+runner. The answer is the first sample that passes the selection verifiers when any does
+(`tts.selection.first_passing`; for code, the docstring examples), else the first sample: with a
+perfect verifier, coverage is accuracy. confidence = the share of samples that pass (None without a
+verifier); `info["selection_passed"]` = how many pass.
 """
 
 from __future__ import annotations
 
+from tts import selection
 from tts.strategy import Strategy, StrategyContext
 from tts.types import Problem, Result
 
@@ -17,15 +20,11 @@ class RepeatedSampling(Strategy):
 
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
         candidates = await ctx.sample_candidates(problem, self.config.n)
-        passing = [i for i, c in enumerate(candidates) if c.selection_passed]
-        chosen = passing[0] if passing else 0
-        has_verdicts = any(c.selection_passed is not None for c in candidates)
-        return ctx.finish(
-            problem,
-            self.name,
-            answer=candidates[chosen].answer,
-            confidence=len(passing) / len(candidates) if has_verdicts else None,
-            chosen=chosen,
-            candidates=candidates,
-            info={"selection_passed": len(passing)},
-        )
+        flags = [c.selection_passed for c in candidates]
+        passing = sum(1 for f in flags if f)
+        pick = selection.first_passing(flags)
+        if pick.chosen is None:  # none passes: the first sample, as if there were no verifier
+            pick = selection.Selection(chosen=0, tied=[0])
+        has_verdicts = any(f is not None for f in flags)
+        pick.confidence = passing / len(candidates) if has_verdicts else None
+        return ctx.finish_choice(problem, self.name, candidates, pick, selection_passed=passing)

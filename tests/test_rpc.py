@@ -6,9 +6,9 @@ from scipy.optimize import check_grad, minimize
 
 from tts.strategies.rpc import RPC
 from tests.fakes import ToyTask
-from tts import selectors
+from tts import selection
 from tts.backends.scripted import ScriptedBackend
-from tts.selectors import (
+from tts.selection import (
     Groups,
     fit_weibull_mixture,
     reasoning_pruning,
@@ -46,16 +46,16 @@ def junk_pool():
 def test_pruning_flips_the_winner_from_the_junk_majority():
     answers, lp = junk_pool()
     groups = Groups.of_answers(answers, exact_eq)
-    pick = selectors.rpc(groups, lp)
+    pick = selection.rpc(groups, lp)
     assert answers[pick.chosen] == "B"
     assert pick.info["pruned"] == list(range(10))          # exactly the junk paths
-    assert pick.info["mass"][0] == 0.0 and pick.confidence == 1.0
+    assert pick.group_scores[0] == 0.0 and pick.confidence == 1.0
     # Without pruning (too few paths allowed to prune) the mass of the many junk paths wins,
     # as does the plain vote; the single most probable path says B.
-    unpruned = selectors.rpc(groups, lp, min_paths=100)
+    unpruned = selection.rpc(groups, lp, min_paths=100)
     assert answers[unpruned.chosen] == "A" and unpruned.info["pruned"] == [] and unpruned.info["fit"] is None
-    assert answers[selectors.majority(groups).chosen] == "A"
-    assert answers[selectors.perplexity(lp).chosen] == "B"
+    assert answers[selection.majority(groups).chosen] == "A"
+    assert answers[selection.perplexity(lp).chosen] == "B"
 
 
 def test_and_rule_keeps_low_component_paths_above_the_mean():
@@ -74,29 +74,29 @@ def test_mass_counts_each_distinct_completion_once():
     lp = np.log([0.5, 0.5, 0.5, 0.4, 0.4])
     texts = ["same A", "same A", "same A", "B one", "B two"]
     groups = Groups.of_answers(answers, exact_eq)
-    dedup = selectors.rpc(groups, lp, texts=texts, min_paths=100)
-    assert answers[dedup.chosen] == "B" and dedup.info["mass"] == pytest.approx([0.5, 0.8])
-    assert answers[selectors.rpc(groups, lp, min_paths=100).chosen] == "A"  # every sample distinct: 1.5 vs 0.8
+    dedup = selection.rpc(groups, lp, texts=texts, min_paths=100)
+    assert answers[dedup.chosen] == "B" and dedup.group_scores == pytest.approx([0.5, 0.8])
+    assert answers[selection.rpc(groups, lp, min_paths=100).chosen] == "A"  # every sample distinct: 1.5 vs 0.8
 
 
 def test_small_pools_are_not_pruned():
     answers, lp = junk_pool()
     groups = Groups.of_answers(answers[:4], exact_eq)
-    pick = selectors.rpc(groups, lp[:4])
+    pick = selection.rpc(groups, lp[:4])
     assert pick.info["fit"] is None and pick.info["pruned"] == []
 
 
 def test_no_mass_falls_back_to_the_most_probable_answered_path():
     # The answered paths have no log-prob; the unanswered ones do (they still shape the fit).
     groups = Groups.of_answers(["7", "8", None, None, None, None], exact_eq)
-    pick = selectors.rpc(groups, [None, None, -0.2, -0.3, -0.4, -0.5])
+    pick = selection.rpc(groups, [None, None, -0.2, -0.3, -0.4, -0.5])
     assert pick.chosen == 0 and "fallback" in pick.info
-    assert selectors.rpc(Groups.of_answers([None, None], exact_eq), [-0.1, -0.2]).chosen is None
+    assert selection.rpc(Groups.of_answers([None, None], exact_eq), [-0.1, -0.2]).chosen is None
 
 
 def test_confidence_is_the_mass_share_and_ties_go_to_the_first_group():
     groups = Groups.of_answers(["x", "y", "x", "y"], exact_eq)
-    pick = selectors.rpc(groups, np.log([0.2, 0.3, 0.4, 0.3]))
+    pick = selection.rpc(groups, np.log([0.2, 0.3, 0.4, 0.3]))
     assert pick.tied == [1, 2] and pick.group == 0 and pick.chosen == 2  # x: 0.6 = y: 0.6
     assert pick.confidence == pytest.approx(0.5)
 
@@ -131,11 +131,11 @@ REFERENCE_CASES = [(0, 8), (1, 16), (2, 32), (3, 64), (4, 16), (5, 32)]
 def test_fit_matches_or_beats_the_reference_procedure(seed, size):
     """Same start and bounds as the reference (L-BFGS-B, finite differences): never a worse optimum."""
     p = np.exp(-np.abs(np.random.default_rng(seed).normal(0.35, 0.25, size)))
-    reference = minimize(reference_nll, selectors.WEIBULL_START, args=(p,), bounds=selectors.WEIBULL_BOUNDS)
+    reference = minimize(reference_nll, selection.WEIBULL_START, args=(p,), bounds=selection.WEIBULL_BOUNDS)
     ours = reference_nll(fit_weibull_mixture(p).params, p)
     # Whatever the reference run does, our optimum is finite and no worse than the shared start.
     assert np.isfinite(ours)
-    assert ours <= reference_nll(np.array(selectors.WEIBULL_START), p)
+    assert ours <= reference_nll(np.array(selection.WEIBULL_START), p)
     # A reference run that failed (scipy >= 1.17 ends some of these with fun = nan, status ABNORMAL)
     # is no bar to compare against; a finite one is.
     if np.isfinite(reference.fun):
@@ -146,7 +146,7 @@ def test_the_reference_procedure_mostly_converges_so_the_comparison_is_not_vacuo
     finite = 0
     for seed, size in REFERENCE_CASES:
         p = np.exp(-np.abs(np.random.default_rng(seed).normal(0.35, 0.25, size)))
-        ref = minimize(reference_nll, selectors.WEIBULL_START, args=(p,), bounds=selectors.WEIBULL_BOUNDS)
+        ref = minimize(reference_nll, selection.WEIBULL_START, args=(p,), bounds=selection.WEIBULL_BOUNDS)
         finite += bool(np.isfinite(ref.fun))
     assert finite >= len(REFERENCE_CASES) - 2
 
@@ -174,8 +174,8 @@ async def test_rpc_strategy_prunes_and_reports_masses():
     result = await RPC(n=len(script)).run(problem, ctx)
     assert result.answer == "5"
     assert result.info["pruned"] == list(range(10))
-    assert [m["answer"] for m in result.info["mass"]] == ["3", "5"]
-    assert result.info["mass"][0]["mass"] == 0.0 and result.info["mass"][0]["count"] == 10
+    assert [g["answer"] for g in result.info["groups"]] == ["3", "5"]
+    assert result.info["groups"][0]["score"] == 0.0 and result.info["groups"][0]["count"] == 10
     assert result.info["fit"]["converged"] is True
     assert result.candidates[0].info == {"group": 0, "pruned": True}
     assert len(backend.calls) == 1

@@ -1,4 +1,4 @@
-"""Selectors over one pool (tts.selectors) and the strategies built on them: exact, deterministic."""
+"""Selectors over one pool (tts.selection) and the strategies built on them: exact, deterministic."""
 
 import numpy as np
 import pytest
@@ -6,9 +6,9 @@ import pytest
 from tts.strategies.best_of_n import BestOfN
 from tts.strategies.perplexity import Perplexity
 from tests.fakes import EvenVerifier, ToyTask
-from tts import selectors
+from tts import selection
 from tts.backends.scripted import ScriptedBackend
-from tts.selectors import Groups, Selection
+from tts.selection import Groups, Selection
 from tts.strategy import StrategyContext
 from tts.types import Verdict
 
@@ -50,36 +50,36 @@ def test_groups_subset_renumbers_without_equivalence_calls():
     ],
 )
 def test_majority_tie_breaking(answers, chosen, tied):
-    pick = selectors.majority(Groups.of_answers(answers, int_eq))
+    pick = selection.majority(Groups.of_answers(answers, int_eq))
     assert pick.chosen == chosen
     assert pick.tied == tied
 
 
 def test_majority_abstains_without_answers_and_reports_votes():
-    assert selectors.majority(Groups.of_answers([None, None], int_eq)).chosen is None
-    pick = selectors.majority(Groups.of_answers(["5", "3", "3", None], int_eq))
-    assert pick.info["votes"] == [1, 2]
+    assert selection.majority(Groups.of_answers([None, None], int_eq)).chosen is None
+    pick = selection.majority(Groups.of_answers(["5", "3", "3", None], int_eq))
+    assert pick.group_scores == [1, 2]
     assert pick.confidence == pytest.approx(2 / 4)
 
 
 def test_credit_splits_ties():
-    pick = selectors.majority(Groups.of_answers(["2", "9", "9", "2"], int_eq))
+    pick = selection.majority(Groups.of_answers(["2", "9", "9", "2"], int_eq))
     assert pick.credit([True, False, False, True]) == 0.5  # one of two tied groups is right
     assert Selection(chosen=None).credit([True]) == 0.0
 
 
 def test_weighted_vote_changes_the_winner_and_treats_missing_weight_as_zero():
     groups = Groups.of_answers(["1", "1", "2", "3"], int_eq)
-    assert selectors.majority(groups).chosen == 0
-    pick = selectors.weighted_vote(groups, [0.1, None, 0.9, 0.2])
+    assert selection.majority(groups).chosen == 0
+    pick = selection.weighted_vote(groups, [0.1, None, 0.9, 0.2])
     assert pick.chosen == 2 and pick.tied == [2]
-    assert pick.info["weights"] == pytest.approx([0.1, 0.9, 0.2])
+    assert pick.group_scores == pytest.approx([0.1, 0.9, 0.2])
     assert pick.confidence == pytest.approx(0.9 / 1.2)
 
 
 def test_weighted_vote_ties_within_float_rounding():
     groups = Groups.of_answers(["1", "1", "2"], int_eq)
-    pick = selectors.weighted_vote(groups, [0.1, 0.2, 0.3])  # 0.1 + 0.2 == 0.30000000000000004 != 0.3
+    pick = selection.weighted_vote(groups, [0.1, 0.2, 0.3])  # 0.1 + 0.2 == 0.30000000000000004 != 0.3
     assert pick.tied == [0, 2] and pick.chosen == 0
 
 
@@ -87,11 +87,11 @@ def test_weighted_vote_ties_within_float_rounding():
 
 
 def test_perplexity_picks_the_most_probable_path():
-    assert selectors.perplexity([-0.9, -0.2, None, -0.5]).chosen == 1
-    pick = selectors.perplexity([-0.3, -0.1, -0.1])
+    assert selection.perplexity([-0.9, -0.2, None, -0.5]).chosen == 1
+    pick = selection.perplexity([-0.3, -0.1, -0.1])
     assert pick.chosen == 1 and pick.tied == [1, 2]
     assert pick.confidence == pytest.approx(np.exp(-0.1))
-    assert selectors.perplexity([None, float("nan")]).chosen is None
+    assert selection.perplexity([None, float("nan")]).chosen is None
 
 
 @pytest.mark.parametrize(
@@ -106,7 +106,7 @@ def test_perplexity_picks_the_most_probable_path():
     ],
 )
 def test_best_of_n(scores, logprobs, chosen, tied):
-    pick = selectors.best_of_n(scores, logprobs)
+    pick = selection.best_of_n(scores, logprobs)
     assert (pick.chosen, pick.tied) == (chosen, tied)
 
 
@@ -114,21 +114,21 @@ def test_best_of_n_without_scores_equals_perplexity():
     rng = np.random.default_rng(3)
     for _ in range(20):
         lp = rng.normal(-0.5, 0.2, 6)
-        assert selectors.best_of_n([None] * 6, lp).chosen == selectors.perplexity(lp).chosen
+        assert selection.best_of_n([None] * 6, lp).chosen == selection.perplexity(lp).chosen
 
 
 def test_first_passing():
-    assert selectors.first_passing([False, None, True, True]).chosen == 2
-    assert selectors.first_passing([np.False_, np.True_]).chosen == 1
-    none = selectors.first_passing([False, None])
+    assert selection.first_passing([False, None, True, True]).chosen == 2
+    assert selection.first_passing([np.False_, np.True_]).chosen == 1
+    none = selection.first_passing([False, None])
     assert none.chosen is None and none.credit([True, True]) == 0.0
 
 
 def test_verdict_score_and_passed():
     v = [Verdict(verifier="a", score=1.0, passed=True), Verdict(verifier="b", score=0.5, passed=None)]
-    assert selectors.verdict_score(v) == 0.75 and selectors.verdict_passed(v) is True
-    assert selectors.verdict_passed(v + [Verdict(verifier="c", score=0.0, passed=False)]) is False
-    assert selectors.verdict_score([]) is None and selectors.verdict_passed(v[1:]) is None
+    assert selection.verdict_score(v) == 0.75 and selection.verdict_passed(v) is True
+    assert selection.verdict_passed(v + [Verdict(verifier="c", score=0.0, passed=False)]) is False
+    assert selection.verdict_score([]) is None and selection.verdict_passed(v[1:]) is None
 
 
 # ------------------------------------------------------------------------------------------------ strategies

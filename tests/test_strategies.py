@@ -7,7 +7,7 @@ from tts.strategies.self_consistency import SelfConsistency
 from tests.fakes import EvenVerifier, ToyTask
 from tts.backends.scripted import ScriptedBackend
 from tts.strategy import StrategyContext
-from tts.voting import group_answers, majority_vote
+from tts.selection import group_answers, majority_vote
 
 
 def ctx_for(script, task=None, **kw):
@@ -25,7 +25,7 @@ async def test_self_consistency_majority_and_confidence():
     assert result.confidence == pytest.approx(3 / 5)  # share of all samples, the invalid one included
     assert result.chosen == 1  # first member of the winning group
     assert result.info["invalid"] == 1
-    assert [v["count"] for v in result.info["votes"]] == [1, 3]
+    assert [g["count"] for g in result.info["groups"]] == [1, 3]
     assert len(result.candidates) == 5
     assert len(backend.calls) == 1 and backend.calls[0][0].sampling.n == 5  # one batched request
 
@@ -45,7 +45,7 @@ async def test_self_consistency_tie_break_is_first_occurrence():
     ctx, _ = ctx_for(["2", "9", "9", "2"], task)
     result = await SelfConsistency(n=4).run(problem, ctx)
     assert result.answer == "2"
-    assert sorted(result.info["tied"]) == ["2", "9"]
+    assert result.info["tied_answers"] == ["2", "9"] and result.info["tied_indices"] == [0, 1]
 
 
 async def test_self_consistency_all_invalid_abstains():

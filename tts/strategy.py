@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from tts.backends.base import Backend
+from tts.selection import ChoiceInfo, GroupInfo, Groups, Selection
 from tts.task import AnswerSpace
 from tts.types import Candidate, GenerationRequest, Problem, Result, Sample, SamplingConfig, Usage, Verdict
 from tts.verifier import Verifier
@@ -75,11 +76,30 @@ class StrategyContext:
         self.usage.wall_time = time.perf_counter() - self.started
         return Result(problem_id=problem.id, strategy=strategy, usage=self.usage, **fields)
 
-    def finish_choice(self, problem: Problem, strategy: str, candidates: list[Candidate], chosen: int | None,
-                      confidence: float | None, info: dict[str, Any]) -> Result:
-        """The Result of a strategy that picked one of its candidates (or none: answer None)."""
+    def finish_choice(self, problem: Problem, strategy: str, candidates: list[Candidate], pick: Selection,
+                      groups: Groups | None = None, **extra: Any) -> Result:
+        """The Result of a strategy that picked one of its candidates with a selector (or none: answer None).
+
+        Every pick-one strategy returns through here, so `Result.info` means one thing everywhere: a
+        `tts.selection.ChoiceInfo` (tied_indices, tied_answers, invalid, and `groups` when the answer
+        `groups` are given; then each candidate's info["group"] is set too), the selector's own
+        `pick.info` and the strategy's `extra` keys.
+        """
+        group_info = None
+        if groups is not None:
+            for i, c in enumerate(candidates):
+                c.info["group"] = int(groups.ids[i])
+            members = groups.members
+            scores = pick.group_scores if pick.group_scores is not None else [float(len(m)) for m in members]
+            group_info = [GroupInfo(answer=candidates[m[0]].answer, count=len(m), score=s)
+                          for m, s in zip(members, scores)]
+        info = ChoiceInfo(tied_indices=pick.tied, tied_answers=[candidates[i].answer for i in pick.tied],
+                          invalid=sum(c.answer is None for c in candidates), groups=group_info,
+                          **pick.info, **extra)
+        chosen = pick.chosen
         return self.finish(problem, strategy, answer=None if chosen is None else candidates[chosen].answer,
-                           confidence=confidence, chosen=chosen, candidates=candidates, info=info)
+                           confidence=pick.confidence, chosen=chosen, candidates=candidates,
+                           info=info.model_dump(exclude={"groups"} if groups is None else None))
 
 
 class StrategyConfig(BaseModel):

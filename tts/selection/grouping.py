@@ -1,12 +1,16 @@
-"""Grouping answers by equivalence and voting over the groups (ALGORITHMS.md section 2).
+"""Grouping answers by equivalence, once per pool, and voting over the groups (ALGORITHMS.md section 2).
 
-Shared by strategies and, later, studies: exact strings are bucketed first so the expensive
-`equivalent` check runs only between the representatives of distinct strings.
+Exact strings are bucketed first so the expensive `equivalent` check runs only between the
+representatives of distinct strings. `Groups` keeps the result as one array of group ids, so a study
+can regroup thousands of subsets of the same pool without another equivalence call.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 
 def group_answers(answers: Sequence[str | None], equivalent: Callable[[str, str], bool]) -> list[list[int]]:
@@ -51,3 +55,51 @@ def majority_vote(groups: list[list[int]], weights: Sequence[float] | None = Non
     tied = [g for g, s in enumerate(scores) if s == best]
     winner = min(tied, key=lambda g: groups[g][0])
     return winner, tied
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Answer groups of a pool, computed once (the expensive equivalence checks) and reused.
+
+    `ids[i]` is sample i's group (-1: no answer); groups are numbered in order of first occurrence.
+    `subset(indices)` regroups a subsample from these ids with no equivalence call, so a study can
+    draw thousands of subsets cheaply. (For a non-transitive `equivalent` this can differ slightly
+    from grouping the subset afresh, which depends on sample order; for a transitive one it is exact.)
+    """
+
+    ids: np.ndarray
+
+    @classmethod
+    def of_answers(cls, answers: Sequence[str | None], equivalent: Callable[[str, str], bool]) -> Groups:
+        ids = np.full(len(answers), -1, dtype=np.int64)
+        for g, members in enumerate(group_answers(answers, equivalent)):
+            ids[members] = g
+        return cls(ids)
+
+    @classmethod
+    def from_ids(cls, ids: Sequence[int] | np.ndarray) -> Groups:
+        """Renumber arbitrary group labels (-1 = no answer) in order of first occurrence."""
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.full(len(ids), -1, dtype=np.int64)
+        valid = ids >= 0
+        if valid.any():
+            labels, first, inverse = np.unique(ids[valid], return_index=True, return_inverse=True)
+            rank = np.empty(len(labels), dtype=np.int64)
+            rank[np.argsort(first, kind="stable")] = np.arange(len(labels))
+            out[valid] = rank[inverse]
+        return cls(out)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> Groups:
+        return Groups.from_ids(self.ids[np.asarray(indices, dtype=np.int64)])
+
+    @property
+    def count(self) -> int:
+        return int(self.ids.max()) + 1 if len(self.ids) else 0
+
+    @property
+    def members(self) -> list[list[int]]:
+        out: list[list[int]] = [[] for _ in range(self.count)]
+        for i, g in enumerate(self.ids.tolist()):
+            if g >= 0:
+                out[g].append(i)
+        return out

@@ -1,33 +1,30 @@
 """Selectors: pure functions that pick one sample out of a scored pool for ONE problem.
 
-Shared by strategies ("sample n, apply a selector") and by studies (the same selector on many
-random subsets of one stored pool). A pool is plain arrays: answers (grouped once, up front, into
-`Groups`), mean token log-probabilities, optional selection-verifier scores and pass flags.
+Shared by strategies ("sample n, apply a selector", through `StrategyContext.finish_choice`) and by
+studies (the same selector on many random subsets of one stored pool, `tts.study.selectors`). A pool
+is plain arrays: answers (grouped once, up front, into `Groups`), mean token log-probabilities,
+optional selection-verifier scores and pass flags.
 
 Every selector returns a `Selection`: the chosen sample index (None = abstain), the samples that tie
-with it (one per tied option, so an evaluation can credit 1/len(tied) for a tie, ALGORITHMS.md 2 (c))
-and selector-specific details in `info`.
+with it (one per tied option, so an evaluation can credit 1/len(tied) for a tie, ALGORITHMS.md 2 (c)),
+for group-based selectors the score each answer group got (`group_scores`), and selector-specific
+details in `info` (RPC: `pruned`, `fit`, `fallback`; an abstaining selector: `reason`).
 
-Sections of ../shared/ALGORITHMS.md: majority vote 2; RPC (perplexity consistency + reasoning
-pruning) 3; best-of-N and weighted vote 7; first-passing (resample until the verifier accepts)
-9, fLaws paragraph.
+Sections of ALGORITHMS.md: majority vote 2; RPC (perplexity consistency + reasoning pruning) 3;
+best-of-N and weighted vote 7; first-passing (resample until the verifier accepts) 9, fLaws paragraph.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
-from scipy.optimize import minimize
-from scipy.special import gammaln
 
+from tts.selection.grouping import Groups, majority_vote
+from tts.selection.weibull import MIN_PATHS_TO_PRUNE, reasoning_pruning
 from tts.types import Verdict
-from tts.voting import group_answers, majority_vote
 
 # Relative difference below which two summed group scores count as a tie (float summation noise).
 TIE_RTOL = 1e-12
@@ -43,6 +40,9 @@ class Selection(BaseModel):
                             description="one sample per option tied with the winner (chosen included), ascending")
     group: int | None = Field(None, description="answer group of the chosen sample, for group-based selectors")
     confidence: float | None = None
+    group_scores: list[float] | None = Field(
+        None, description="group-based selectors: per answer group (in `Groups` order) the score the vote compared: "
+                          "member count (majority), summed weight (weighted vote), probability mass (RPC)")
     info: dict[str, Any] = Field(default_factory=dict)
 
     def credit(self, correct: Sequence[bool]) -> float:
@@ -52,55 +52,7 @@ class Selection(BaseModel):
         return float(np.mean([bool(correct[i]) for i in self.tied]))
 
 
-# ------------------------------------------------------------------------------------------------ groups
-
-
-@dataclass(frozen=True)
-class Groups:
-    """Answer groups of a pool, computed once (the expensive equivalence checks) and reused.
-
-    `ids[i]` is sample i's group (-1: no answer); groups are numbered in order of first occurrence.
-    `subset(indices)` regroups a subsample from these ids with no equivalence call, so a study can
-    draw thousands of subsets cheaply. (For a non-transitive `equivalent` this can differ slightly
-    from grouping the subset afresh, which depends on sample order; for a transitive one it is exact.)
-    """
-
-    ids: np.ndarray
-
-    @classmethod
-    def of_answers(cls, answers: Sequence[str | None], equivalent: Callable[[str, str], bool]) -> Groups:
-        ids = np.full(len(answers), -1, dtype=np.int64)
-        for g, members in enumerate(group_answers(answers, equivalent)):
-            ids[members] = g
-        return cls(ids)
-
-    @classmethod
-    def from_ids(cls, ids: Sequence[int] | np.ndarray) -> Groups:
-        """Renumber arbitrary group labels (-1 = no answer) in order of first occurrence."""
-        ids = np.asarray(ids, dtype=np.int64)
-        out = np.full(len(ids), -1, dtype=np.int64)
-        valid = ids >= 0
-        if valid.any():
-            labels, first, inverse = np.unique(ids[valid], return_index=True, return_inverse=True)
-            rank = np.empty(len(labels), dtype=np.int64)
-            rank[np.argsort(first, kind="stable")] = np.arange(len(labels))
-            out[valid] = rank[inverse]
-        return cls(out)
-
-    def subset(self, indices: Sequence[int] | np.ndarray) -> Groups:
-        return Groups.from_ids(self.ids[np.asarray(indices, dtype=np.int64)])
-
-    @property
-    def count(self) -> int:
-        return int(self.ids.max()) + 1 if len(self.ids) else 0
-
-    @property
-    def members(self) -> list[list[int]]:
-        out: list[list[int]] = [[] for _ in range(self.count)]
-        for i, g in enumerate(self.ids.tolist()):
-            if g >= 0:
-                out[g].append(i)
-        return out
+# ------------------------------------------------------------------------------------------------ helpers
 
 
 def _as_float_array(values: Sequence[float | None] | np.ndarray) -> np.ndarray:
@@ -130,16 +82,16 @@ def _argmax_groups(members: list[list[int]], scores: np.ndarray) -> tuple[int | 
 def majority(groups: Groups) -> Selection:
     """Self-consistency (ALGORITHMS.md 2): the largest answer group; None answers cast no vote.
 
-    Tie-break: the tied group whose first member came first in sample order (tts.voting). The chosen
+    Tie-break: the tied group whose first member came first in sample order (`majority_vote`). The chosen
     sample is that group's first member. confidence = group size / pool size.
     """
     members = groups.members
     winner, tied = majority_vote(members)
-    votes = [len(m) for m in members]
+    votes = [float(len(m)) for m in members]
     if winner is None:
-        return Selection(chosen=None, confidence=0.0, info={"votes": votes})
+        return Selection(chosen=None, confidence=0.0, group_scores=votes)
     return Selection(chosen=members[winner][0], tied=sorted(members[g][0] for g in tied), group=winner,
-                     confidence=len(members[winner]) / len(groups.ids), info={"votes": votes})
+                     confidence=len(members[winner]) / len(groups.ids), group_scores=votes)
 
 
 def weighted_vote(groups: Groups, weights: Sequence[float | None] | np.ndarray) -> Selection:
@@ -153,11 +105,11 @@ def weighted_vote(groups: Groups, weights: Sequence[float | None] | np.ndarray) 
     sums = np.array([w[m].sum() for m in members])
     winner, tied = _argmax_groups(members, sums)
     if winner is None:
-        return Selection(chosen=None, confidence=0.0, info={"weights": []})
+        return Selection(chosen=None, confidence=0.0, group_scores=[])
     total = sums.sum()
     return Selection(chosen=members[winner][0], tied=sorted(members[g][0] for g in tied), group=winner,
                      confidence=float(sums[winner] / total) if total > 0 else None,
-                     info={"weights": sums.tolist()})
+                     group_scores=sums.tolist())
 
 
 # ------------------------------------------------------------------------------------------------ argmax selectors
@@ -235,130 +187,6 @@ def verdict_passed(verdicts: Sequence[Verdict]) -> bool | None:
 
 # ------------------------------------------------------------------------------------------------ RPC
 
-# ALGORITHMS.md 3: start values and bounds of the two-component Weibull mixture fit.
-WEIBULL_START = np.array([0.5, 1.0, 1.0, 1.5, 2.0])
-WEIBULL_BOUNDS = [(0.2, 0.8), (0.01, None), (0.01, None), (0.01, None), (0.01, None)]
-# Below this many paths with a probability the fit is ill-posed: no pruning (ALGORITHMS.md 3, edge cases).
-MIN_PATHS_TO_PRUNE = 5
-_MAX_LOG_T = 700.0  # exp() of more overflows; only reached far from any sensible optimum
-
-
-def _joint_log_density(theta: np.ndarray, logp: np.ndarray):
-    """log(w_c Weib(p; k_c, lam_c)) for both components c, as a (2, m) array, from log p (stable).
-
-    Also returns log(p/lam), (p/lam)^k and the (2, 1) shape and scale columns for the gradient.
-    """
-    w1 = theta[0]
-    k = theta[[1, 3], None]
-    lam = theta[[2, 4], None]
-    log_lam = np.log(lam)
-    logz = logp - log_lam
-    t = np.exp(np.minimum(k * logz, _MAX_LOG_T))
-    log_w = np.array([[np.log(w1)], [np.log1p(-w1)]])
-    return log_w + np.log(k) - log_lam + (k - 1.0) * logz - t, logz, t, k, lam
-
-
-def weibull_mixture_nll(theta: np.ndarray, logp: np.ndarray) -> tuple[float, np.ndarray]:
-    """-sum log f(p_i) of the mixture and its analytic gradient (one evaluation per L-BFGS-B step).
-
-    d log Weib / dk = 1/k + log z (1 - t), d log Weib / dlam = (k/lam)(t - 1), with z = p/lam, t = z^k;
-    each weighted by the component's responsibility r_c.
-    """
-    joint, logz, t, k, lam = _joint_log_density(theta, logp)
-    ll = np.logaddexp(joint[0], joint[1])
-    r = np.exp(joint - ll)
-    w1 = theta[0]
-    d_k = (r * (1.0 / k + logz * (1.0 - t))).sum(axis=1)
-    d_lam = (r * (t - 1.0)).sum(axis=1) * (k / lam)[:, 0]
-    grad = np.array([r[0].sum() / w1 - r[1].sum() / (1.0 - w1), d_k[0], d_lam[0], d_k[1], d_lam[1]])
-    value = -float(ll.sum())
-    if not (np.isfinite(value) and np.isfinite(grad).all()):
-        return np.inf, np.zeros(5)
-    return value, -grad
-
-
-@dataclass(frozen=True)
-class WeibullMixture:
-    """f(p) = w1 Weib(p; k1, lam1) + (1 - w1) Weib(p; k2, lam2); component 1 has the larger mean."""
-
-    w1: float
-    k1: float
-    lam1: float
-    k2: float
-    lam2: float
-    converged: bool = True
-
-    @property
-    def params(self) -> np.ndarray:
-        return np.array([self.w1, self.k1, self.lam1, self.k2, self.lam2])
-
-    def high_share(self, p: np.ndarray) -> np.ndarray:
-        """pi_1(p): the posterior share of the high-probability component, per path.
-
-        Where both densities underflow to 0 the share is 0.5 (neither side is favoured, so the path
-        is not pruned; the reference implementation gets NaN there, which also never prunes).
-        """
-        logp = np.log(np.asarray(p, dtype=float))
-        with np.errstate(over="ignore", invalid="ignore"):
-            (a, b), *_ = _joint_log_density(self.params, logp)
-            share = 1.0 / (1.0 + np.exp(b - a))
-        share[np.isneginf(a) & np.isneginf(b)] = 0.5
-        return share
-
-
-def _log_weibull_mean(k: float, lam: float) -> float:
-    return float(np.log(lam) + gammaln(1.0 + 1.0 / k))
-
-
-@lru_cache(maxsize=1)
-def _blas_controller():
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # optional: only speed depends on it
-        return None
-    return ThreadpoolController()
-
-
-def _one_blas_thread() -> AbstractContextManager:
-    """L-BFGS-B calls BLAS on 5x5 matrices; OpenBLAS threads spinning on a busy machine made each
-    fit about 100x slower here (0.2 s instead of 2 ms on 2 shared cores), so fits run single-threaded."""
-    controller = _blas_controller()
-    return nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
-
-
-def fit_weibull_mixture(p: Sequence[float] | np.ndarray) -> WeibullMixture:
-    """Maximum-likelihood two-component Weibull mixture of path probabilities (ALGORITHMS.md 3).
-
-    L-BFGS-B (scipy) from the stated start (0.5, 1, 1, 1.5, 2) within the stated bounds
-    (w1 in [0.2, 0.8], shapes and scales >= 0.01), scipy's default tolerances like the reference
-    implementation, with the analytic gradient (the reference uses finite differences: same optimum,
-    about 3x fewer evaluations). Then relabelled so component 1 has the larger mean lam*Gamma(1+1/k).
-    """
-    logp = np.log(np.asarray(p, dtype=float))
-    with _one_blas_thread(), np.errstate(over="ignore", invalid="ignore"):
-        res = minimize(weibull_mixture_nll, WEIBULL_START, args=(logp,), jac=True, method="L-BFGS-B",
-                       bounds=WEIBULL_BOUNDS)
-    w1, k1, lam1, k2, lam2 = (float(x) for x in res.x)
-    if _log_weibull_mean(k1, lam1) < _log_weibull_mean(k2, lam2):
-        w1, k1, lam1, k2, lam2 = 1.0 - w1, k2, lam2, k1, lam1
-    return WeibullMixture(w1, k1, lam1, k2, lam2, converged=bool(res.success))
-
-
-def reasoning_pruning(p: Sequence[float] | np.ndarray,
-                      min_paths: int = MIN_PATHS_TO_PRUNE) -> tuple[np.ndarray, WeibullMixture | None]:
-    """Which paths RPC prunes: pi_1 < pi_2 AND p < mean(p), both required (ALGORITHMS.md 3).
-
-    With fewer than `min_paths` paths nothing is pruned (the fit is ill-posed). When no path lies
-    below the mean the AND rule cannot prune anything and the fit is skipped.
-    """
-    p = np.asarray(p, dtype=float)
-    below = p < p.mean() if len(p) else np.zeros(0, dtype=bool)
-    if len(p) < min_paths or not below.any():
-        return np.zeros(len(p), dtype=bool), None
-    mixture = fit_weibull_mixture(p)
-    share = mixture.high_share(p)
-    return (share < 1.0 - share) & below, mixture
-
 
 def rpc(groups: Groups, mean_logprobs: Sequence[float | None] | np.ndarray,
         texts: Sequence[Hashable] | None = None, min_paths: int = MIN_PATHS_TO_PRUNE) -> Selection:
@@ -375,7 +203,8 @@ def rpc(groups: Groups, mean_logprobs: Sequence[float | None] | np.ndarray,
     the reference lets an "[Invalid]" group win); samples without a log-prob add no mass and are not
     fitted; if no group has mass (every answered path pruned or without log-prob) the group of the
     most probable answered path wins, as the spec's "keep the argmax-probability path".
-    confidence = winning mass / total mass.
+    confidence = winning mass / total mass; `group_scores` = each group's mass; `info`: the pruned
+    samples, the fitted mixture (None when no fit ran) and, when no group has mass, `fallback`.
     """
     lp = _as_float_array(mean_logprobs)
     n = len(lp)
@@ -397,20 +226,20 @@ def rpc(groups: Groups, mean_logprobs: Sequence[float | None] | np.ndarray,
 
     info: dict[str, Any] = {
         "pruned": np.flatnonzero(pruned).tolist(),
-        "mass": mass.tolist(),
         "fit": None if mixture is None else {
             "w1": mixture.w1, "k1": mixture.k1, "lam1": mixture.lam1, "k2": mixture.k2, "lam2": mixture.lam2,
             "converged": mixture.converged},
     }
     if not members:
-        return Selection(chosen=None, confidence=0.0, info=info)
+        return Selection(chosen=None, confidence=0.0, group_scores=[], info=info)
     total = mass.sum()
     if total <= 0:
         answered = np.flatnonzero(groups.ids >= 0)
         best = answered[np.argmax(np.where(has_p[answered], p[answered], -1.0))]
         winner = int(groups.ids[best])
         info["fallback"] = "no group has mass: the most probable answered path decides"
-        return Selection(chosen=int(best), tied=[int(best)], group=winner, confidence=None, info=info)
+        return Selection(chosen=int(best), tied=[int(best)], group=winner, confidence=None,
+                         group_scores=mass.tolist(), info=info)
 
     winner, tied = _argmax_groups(members, mass)
 
@@ -420,4 +249,4 @@ def rpc(groups: Groups, mean_logprobs: Sequence[float | None] | np.ndarray,
         return max(live, key=lambda i: (p[i], -i)) if live else idx[0]
 
     return Selection(chosen=representative(winner), tied=sorted(representative(g) for g in tied), group=winner,
-                     confidence=float(mass[winner] / total), info=info)
+                     confidence=float(mass[winner] / total), group_scores=mass.tolist(), info=info)
