@@ -13,7 +13,7 @@ is the best-scoring node (ties: the earliest). The Result keeps every node as a 
 i >= 1 is `candidates[i - 1]`) and the whole tree in `info["tree"]`.
 
 Actions: by default one, the context's backend with the context's sampling. An action may change the
-temperature / top_p, or name another model, whose backend comes from `tts.api.build_backend` (cached
+temperature / top_p, or name another model, whose backend comes from `tts.registry.build_backend` (cached
 per process) on first use.
 """
 
@@ -140,7 +140,7 @@ class TreeSearch:
     def backend_for(self, action: Action) -> Backend:
         if action.model is None:
             return self.ctx.backend
-        from tts.api import build_backend  # lazy: starts an engine only when such an action is used
+        from tts.registry import build_backend  # lazy: starts an engine only when such an action is used
 
         return build_backend(action.backend, action.model, action.base_url, **action.options)
 

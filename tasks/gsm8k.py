@@ -9,9 +9,12 @@ from __future__ import annotations
 import random
 import re
 
+from pydantic import Field
+
 from tts.tasks.loading import load_records, require_fields
 from tts.tasks.math_task import MathAnswerTask
 from tts.errors import UserError
+from tts.task import TaskOptions
 from tts.types import ChatMessage, Problem, Reference, TaskItem
 
 INSTRUCTION = (
@@ -35,9 +38,18 @@ def exemplar_solution(solution: str) -> str:
     return f"{body}\nThe answer is {gold_answer(solution)}."
 
 
+class GSM8KOptions(TaskOptions):
+    few_shot: int = Field(0, ge=0, description="worked train examples in the prompt (`--few-shot`)")
+
+
 class GSM8K(MathAnswerTask):
     name = "gsm8k"
     description = "GSM8K grade-school math (1319 test problems), numeric answer, zero- or few-shot"
+    Options = GSM8KOptions
+
+    @property
+    def few_shot(self) -> int:
+        return self.options.few_shot
 
     def _shots(self) -> list[ChatMessage]:
         if not self.few_shot:

@@ -6,27 +6,39 @@ field names are options so most datasets load without conversion.
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import Field
+
 from tts.tasks.loading import bad_value, load_hub, read_jsonl, require_fields, require_unique_ids, where
 from tts.tasks.math_task import MathAnswerTask
 from tts.errors import UserError
+from tts.task import TaskOptions
 from tts.types import ChatMessage, Problem, Reference, TaskItem
 
 INSTRUCTION = "Solve the following problem step by step. Put your final answer within \\boxed{}."
 
 
+class JSONLOptions(TaskOptions):
+    data_file: str | None = Field(None, description="the JSONL file, or hub:org/name[:config[:split]] (`--data-file`)")
+    question_field: str = Field("question", description="record field holding the question")
+    answer_field: str = Field("answer", description="record field holding the reference answer")
+    instruction: str = Field(INSTRUCTION, description="text put before each question")
+
+
 class JSONLTask(MathAnswerTask):
     name = "jsonl"
     description = "any JSONL file or HF dataset of question/answer records (--data-file), math grading"
+    Options = JSONLOptions
 
-    def __init__(self, data_file: str | None = None, question_field: str = "question",
-                 answer_field: str = "answer", instruction: str = INSTRUCTION, **kw):
-        super().__init__(**kw)
-        if not data_file:
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        if not self.options.data_file:
             raise UserError("task 'jsonl' needs --data-file FILE.jsonl (or hub:org/name)")
-        self.data_file = data_file
-        self.question_field = question_field
-        self.answer_field = answer_field
-        self.instruction = instruction
+        self.data_file: str = self.options.data_file
+        self.question_field = self.options.question_field
+        self.answer_field = self.options.answer_field
+        self.instruction = self.options.instruction
 
     def make_problem(self, question: str, problem_id: str = "q0") -> Problem:
         prompt = [ChatMessage(role="user", content=f"{self.instruction}\n\n{question}")]

@@ -34,7 +34,7 @@ from typing import Callable
 import pytest
 
 from tests.fake_openai_server import FakeOpenAIServer
-from tts import api
+from tts import registry
 from tts.cli import build_parser, main
 
 GSM8K_RECORD = {"question": "Tom has 3 apples and buys 4 more. How many apples?",
@@ -162,6 +162,24 @@ BAD_INPUTS: list[Row] = [
         "--request-timeout is only for --backend openai"),
     Row("max-retries-without-openai", ["eval", "--task", "gsm8k", "--max-retries", "1", "--limit", "1"],
         "--max-retries is only for --backend openai"),
+    # ---- declared task and backend options (--task-option / --backend-option and their shortcuts) -----
+    Row("task-option-without-equals", fast("--task-option", "few_shot"), "--task-option: expected KEY=VALUE"),
+    Row("unknown-task-option", fast("--task-option", "nope=1"),
+        "bad options for task 'gsm8k': nope: Extra inputs are not permitted"),
+    Row("task-option-bad-value", fast("--task-option", "few_shot=-1"), "bad options for task 'gsm8k': few_shot:"),
+    Row("solve-unknown-task-option", [*SOLVE, "--task-option", "nope=1", "1+1?"],
+        "bad options for task 'math500': nope: Extra inputs are not permitted"),
+    Row("unknown-backend-option", fast("--backend-option", "nope=1"),
+        "bad options for backend 'openai': nope: Extra inputs are not permitted"),
+    Row("backend-option-bad-value", fast("--backend-option", "max_retries=-1"),
+        "bad options for backend 'openai': max_retries:"),
+    Row("vllm-backend-option-bad-value", ["eval", "--task", "gsm8k", "--backend-option", "kv_cache_gb=lots"],
+        "bad options for backend 'vllm': kv_cache_gb:"),
+    Row("data-file-without-jsonl", fast("--data-file", "{tmp}/qa.jsonl"), "--data-file is only for --task jsonl"),
+    Row("few-shot-without-gsm8k", fast("--task", "math500", "--few-shot", "2"), "--few-shot is only for --task gsm8k"),
+    Row("few-shot-and-task-option-disagree", fast("--few-shot", "2", "--task-option", "few_shot=3"),
+        "--few-shot 2 and --task-option few_shot=3 disagree"),
+    Row("dtype-without-vllm", fast("--dtype", "bfloat16"), "--dtype is only for --backend vllm"),
     Row("scripted-backend", ["eval", "--task", "gsm8k", "--backend", "scripted", "--limit", "1"],
         "scripted backend is for tests"),
     Row("unknown-backend", ["eval", "--task", "gsm8k", "--backend", "nope", "--limit", "1"], "unknown backend 'nope'"),
@@ -290,7 +308,7 @@ def no_engine(monkeypatch):
         raise AssertionError("the vLLM engine would start: the bad input was not caught before the backend")
 
     monkeypatch.setattr(vllm.VLLMBackend, "__init__", stub)
-    monkeypatch.setattr(api, "_BACKENDS", {})
+    monkeypatch.setattr(registry, "_BACKENDS", {})
 
 
 def snapshot(root: Path) -> dict[str, tuple]:

@@ -12,12 +12,12 @@ from tts.cli import main
 
 
 def test_request_timeout_and_retries_reach_the_openai_backend():
-    from tts.api import build_backend
     from tts.cli import _backend_options, build_parser
+    from tts.registry import build_backend
 
     args = build_parser().parse_args(["eval", "--task", "gsm8k", "--backend", "openai", "--base-url",
                                       "http://127.0.0.1:8000/v1", "--request-timeout", "7.5", "--max-retries", "1"])
-    backend = build_backend(args.backend, args.model, args.base_url, **_backend_options(args))
+    backend = build_backend(args.backend, args.model, **_backend_options(args))
     assert backend.request_timeout == 7.5 and backend.max_retries == 1
     assert backend._timeout.read == 7.5 and backend._timeout.connect == 7.5
     default = build_backend("openai", None, "http://127.0.0.1:8000/v1")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.fake_openai_server import FAULTS, FakeOpenAIServer
-from tts import api
+from tts import registry
 from tts.backends import openai as openai_backend
 from tts.backends.openai import OpenAIBackend
 from tts.cli import main
@@ -128,7 +128,7 @@ async def test_backend_fault(row, server):
 @pytest.mark.parametrize("row", FAULT_TABLE, ids=[row_id(r) for r in FAULT_TABLE])
 def test_cli_fault(row, server, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(openai_backend, "DEFAULT_BACKOFF", 0.01)
-    monkeypatch.setattr(api, "_BACKENDS", {})
+    monkeypatch.setattr(registry, "_BACKENDS", {})
     serve(server, row)
     out = tmp_path / "run"
     code = main(["eval", "--task", "gsm8k", "--limit", "1", "-n", "2", "--backend", "openai", "--base-url", server.url,
@@ -197,7 +197,7 @@ async def test_concurrent_requests_each_recover(server):
 def test_nothing_is_lost_when_the_server_fails_mid_run(server, tmp_path, capsys, monkeypatch):
     """Finished problems stay saved when the server dies; the rerun generates only what is missing."""
     monkeypatch.setattr(openai_backend, "DEFAULT_BACKOFF", 0.01)
-    monkeypatch.setattr(api, "_BACKENDS", {})
+    monkeypatch.setattr(registry, "_BACKENDS", {})
     out = tmp_path / "run"
     argv = ["eval", "--task", "gsm8k", "--limit", "2", "-n", "2", "--backend", "openai", "--base-url", server.url,
             "--request-timeout", "1", "--max-retries", "1", "--out", str(out), "--no-progress", "--concurrency", "1"]

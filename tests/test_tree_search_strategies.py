@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-import tts.api
+import tts.registry
 from tts.strategies.ab_mcts_a import ABMCTSA
 from tts.strategies.ab_mcts_m import ABMCTSM
 from tts.strategies.mcts import MCTS
@@ -128,7 +128,7 @@ async def test_actions_set_temperatures_and_a_second_model_counts_against_the_pr
         built.append((kind, model, base_url, options))
         return second
 
-    monkeypatch.setattr(tts.api, "build_backend", fake_build_backend)
+    monkeypatch.setattr(tts.registry, "build_backend", fake_build_backend)
     actions = [Action(temperature=0.2), Action(name="hot", temperature=1.0),
                Action(name="big", model="other", backend="openai", base_url="http://x/v1")]
     problem, ctx, backend = toy_ctx()

@@ -1,7 +1,7 @@
-"""The Python API for agents: `solve` / `asolve` one question, and the builders the CLI shares.
+"""The Python API for agents: `solve` / `asolve` one question.
 
-Engines are expensive to start (about a minute on CPU), so backends are kept per (kind, model, url)
-for the life of the process and reused by later calls.
+Engines are expensive to start (about a minute on CPU), so backends are kept per (kind, model, options)
+for the life of the process and reused by later calls (`tts.registry.build_backend`, re-exported here).
 """
 
 from __future__ import annotations
@@ -10,51 +10,13 @@ import asyncio
 import random
 from typing import Any
 
-from tts import registry
 from tts.backends.base import Backend
-from tts.errors import UserError
+from tts.registry import build_backend, build_strategy, build_task
 from tts.strategy import Strategy, StrategyContext
 from tts.task import Task
 from tts.types import Result, SamplingConfig
 
-_BACKENDS: dict[tuple, Backend] = {}
-
-
-def build_backend(backend: str | Backend = "vllm", model: str | None = None, base_url: str | None = None,
-                  **options: Any) -> Backend:
-    """A backend by name (cached per process), or the given instance unchanged."""
-    if isinstance(backend, Backend):
-        return backend
-    key = (backend, model, base_url, tuple(sorted(options.items())))
-    if key not in _BACKENDS:
-        cls = registry.get("backends", backend)
-        if backend == "openai":
-            options = {**options, "base_url": base_url or "http://127.0.0.1:8000/v1"}
-        elif base_url:
-            raise UserError("--base-url is only for --backend openai")
-        _BACKENDS[key] = cls(model, **options)
-    return _BACKENDS[key]
-
-
-def build_strategy(name: str, **options: Any) -> Strategy:
-    cls = registry.get("strategies", name)
-    try:
-        return cls(**options)
-    except ValueError as exc:  # pydantic validation: bad n, unknown option
-        raise UserError(f"bad options for strategy {name!r}: {_first_error(exc)}") from None
-
-
-def build_task(name: str, **options: Any) -> Task:
-    cls = registry.get("tasks", name)
-    return cls(**{k: v for k, v in options.items() if v is not None})
-
-
-def _first_error(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        e = errors()[0]
-        return f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-    return str(exc)
+__all__ = ["asolve", "solve", "build_backend", "build_strategy", "build_task"]  # the builders live in tts.registry
 
 
 async def asolve(
@@ -66,6 +28,8 @@ async def asolve(
     backend: str | Backend = "vllm",
     base_url: str | None = None,
     task: str | Task = "math500",
+    task_options: dict[str, Any] | None = None,
+    backend_options: dict[str, Any] | None = None,
     temperature: float = 0.7,
     top_p: float = 1.0,
     max_tokens: int = 512,
@@ -75,10 +39,11 @@ async def asolve(
     """Answer one question with a test-time-scaling strategy; the `Result` carries every candidate and the cost.
 
     The task decides the prompt and the answer format (default: MATH-style, answer in \\boxed{}).
+    `task_options` / `backend_options` are the options a task or backend declares (see `tts list`).
     """
-    task_obj = task if isinstance(task, Task) else build_task(task)
+    task_obj = task if isinstance(task, Task) else build_task(task, **(task_options or {}))
     strat = strategy if isinstance(strategy, Strategy) else build_strategy(strategy, n=n, **strategy_options)
-    be = build_backend(backend, model, base_url)
+    be = build_backend(backend, model, base_url, **(backend_options or {}))
     problem = task_obj.make_problem(question)
     sampling = SamplingConfig(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
     ctx = StrategyContext(backend=be, answers=task_obj, sampling=sampling,

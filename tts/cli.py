@@ -147,6 +147,8 @@ def folder_write_problem(path: Path) -> str | None:
 
 
 def strategy_option(text: str) -> tuple[str, Any]:
+    """KEY=VALUE (for -o, --task-option, --backend-option): the value as JSON, else as a string; dashes
+    in the key become underscores."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -169,6 +171,9 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default=None,
                    help="local HF folder, .gguf file, cached model name, or hub id (default: built-in SmolLM2-135M)")
     p.add_argument("--backend", default="vllm", help="vllm (in-process engine) or openai (HTTP server)")
+    p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE", type=strategy_option,
+                   help="an option the backend declares, e.g. --backend-option kv_cache_gb=4 (values are JSON, "
+                        "else strings); see `tts list`")
     p.add_argument("--base-url", default=None, type=server_url,
                    help="server URL for --backend openai, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--request-timeout", type=seconds, default=None, metavar="SECONDS",
@@ -182,10 +187,17 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=probability, default=1.0)
     p.add_argument("--max-tokens", type=positive_int, default=512)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-model-len", type=positive_int, default=4096, help="vllm backend: context length")
+    p.add_argument("--max-model-len", type=positive_int, default=None,
+                   help="vllm backend: context length (default 4096)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "auto"],
                    help="vllm backend: weights and activations (default: float32 on CPU, the model's own on GPU); "
                         "bfloat16 measured 1.46x faster on this CPU but changes logprobs by up to 0.07")
+
+
+def _add_task_option_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE", type=strategy_option,
+                   help="an option the task declares, e.g. --task-option answer_field=solution (values are JSON, "
+                        "else strings); see `tts list`")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a strategy on a benchmark; writes a resumable run folder")
     ev.add_argument("--task", "-t", required=True, help="see `tts list`")
+    _add_task_option_arg(ev)
     _add_generation_args(ev)
     ev.add_argument("--limit", type=positive_int, default=None, help="first L problems only")
     ev.add_argument("--data-dir", default=None, type=unicode_text,
@@ -210,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     so = sub.add_parser("solve", help="answer one question and print the answer with its confidence")
     so.add_argument("question", type=question_text)
     so.add_argument("--task", "-t", default="math500", help="prompt/answer format to use (default: math500, boxed)")
+    _add_task_option_arg(so)
     _add_generation_args(so)
     so.add_argument("--json", action="store_true", help="print the whole Result as JSON")
 
@@ -238,22 +252,66 @@ def _strategy_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"n": args.n, **dict(args.option)}
 
 
+def _plugin_options(kind: str, name: str, given: list[tuple[str, Any]], shortcuts: dict[str, tuple[str, Any]],
+                    context: dict[str, Any]) -> dict[str, Any]:
+    """The options for a task or backend: its `--task-option` / `--backend-option` pairs (`given`), plus
+    the shortcut flags that were used (key -> (flag, value); None = not given), plus `context` values
+    (e.g. the seed) for keys the plugin declares and nobody set. A shortcut for a key the plugin does not
+    declare is a UserError naming the plugins that do."""
+    options = dict(given)
+    model = registry.options_model(kind, name)
+    declared = model.model_fields if model is not None else {}
+    singular = registry.SINGULAR[kind]
+    for key, (flag, value) in shortcuts.items():
+        if value is None:
+            continue
+        if key not in declared:
+            owners = registry.declaring(kind, key)
+            raise UserError(f"{flag} is only for --{singular} {' or '.join(owners)}" if owners
+                            else f"{flag} is not an option of {singular} {name!r}")
+        if key in options and options[key] != value:
+            raise UserError(f"{flag} {value} and --{singular}-option {key}={json.dumps(options[key])} disagree")
+        options[key] = value
+    for key, value in context.items():
+        if key in declared:
+            options.setdefault(key, value)
+    return options
+
+
+def _task_options(args: argparse.Namespace) -> dict[str, Any]:
+    shortcuts = {"data_dir": ("--data-dir", getattr(args, "data_dir", None)),
+                 "data_file": ("--data-file", getattr(args, "data_file", None)),
+                 "few_shot": ("--few-shot", getattr(args, "few_shot", None) or None)}
+    return _plugin_options("tasks", args.task, args.task_option, shortcuts, {"seed": args.seed})
+
+
 def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
-    http = {"request_timeout": args.request_timeout, "max_retries": args.max_retries}
-    if args.backend == "openai":
-        return {k: v for k, v in http.items() if v is not None}
-    for key, value in http.items():
-        if value is not None:
-            raise UserError(f"--{key.replace('_', '-')} is only for --backend openai")
-    if args.backend != "vllm":
+    """The backend's options (validated: a bad key or value is a UserError before any engine starts)."""
+    shortcuts = {"base_url": ("--base-url", args.base_url),
+                 "request_timeout": ("--request-timeout", args.request_timeout),
+                 "max_retries": ("--max-retries", args.max_retries),
+                 "max_model_len": ("--max-model-len", args.max_model_len),
+                 "dtype": ("--dtype", args.dtype)}
+    options = _plugin_options("backends", args.backend, args.backend_option, shortcuts, {"seed": args.seed})
+    registry.validate_options("backends", args.backend, options)
+    return options
+
+
+def _backend_identity(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The backend options that are part of a run's identity: those given, less the model's
+    `outside_identity` (timeouts, memory; dtype and seed, recorded as identity keys of their own)."""
+    validated = registry.validate_options("backends", name, options)
+    if validated is None:
         return {}
-    return {"max_model_len": args.max_model_len, "seed": args.seed, **({"dtype": args.dtype} if args.dtype else {})}
+    outside = getattr(validated, "outside_identity", frozenset())
+    return {k: v for k, v in validated.model_dump(mode="json", exclude_unset=True).items() if k not in outside}
 
 
 def _run_folder_name(config: dict[str, Any]) -> str:
+    # dtype and backend_options count only when set: runs made before they existed keep their folder name
     identity = json.dumps({k: config[k] for k in ("task", "task_options", "strategy", "strategy_options",
                                                     "model", "backend", "sampling", "seed")
-                           if k in config} | ({"dtype": config["dtype"]} if config.get("dtype") else {}),
+                           if k in config} | {k: config[k] for k in ("dtype", "backend_options") if config.get(k)},
                           sort_keys=True)
     digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
     model = Path(str(config["model"] or "default")).name.replace("/", "_")
@@ -261,7 +319,7 @@ def _run_folder_name(config: dict[str, Any]) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tts.api import build_backend, build_strategy, build_task
+    from tts.registry import build_backend, build_strategy, build_task
     from tts.runner import evaluate
     from tts.runs import RunFolder
     from tts.types import SamplingConfig
@@ -269,10 +327,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.data_dir and not Path(args.data_dir).is_dir():
         raise UserError(f"--data-dir not found: {args.data_dir}")
     backend_options = _backend_options(args)
-    task_options = {"data_dir": args.data_dir, "few_shot": args.few_shot or None, "seed": args.seed}
-    if args.task == "jsonl":
-        task_options["data_file"] = args.data_file
-    task = build_task(args.task, **task_options)
+    task = build_task(args.task, **_task_options(args))
     strategy = build_strategy(args.strategy, **_strategy_options(args))
     items = task.load(args.limit)
     if not items:
@@ -281,7 +336,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
     config: dict[str, Any] = {
         "task": args.task,
-        "task_options": {k: v for k, v in task_options.items() if v is not None and k != "data_dir"},
+        # the options given (data_dir is where the same records live, not which records)
+        "task_options": {k: v for k, v in task.options.model_dump(mode="json", exclude_unset=True).items()
+                         if v is not None and k != "data_dir"},
         "strategy": args.strategy,
         "strategy_options": strategy.config.model_dump(),
         "model": args.model,
@@ -290,6 +347,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "dtype": args.dtype,
     }
+    if identity := _backend_identity(args.backend, backend_options):  # absent when empty (older runs' names)
+        config["backend_options"] = identity
     out = Path(args.out) if args.out else Path("runs") / _run_folder_name(config)
     run = RunFolder(out)
     if run.is_complete(config, [it.problem.id for it in items]):  # nothing to generate: no engine start
@@ -302,10 +361,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     if out.is_dir():  # a resume: refuse a second writer before an engine starts (kept until the run ends)
         run.acquire()
-    backend = build_backend(args.backend, args.model, args.base_url, **backend_options)
+    backend = build_backend(args.backend, args.model, **backend_options)
     config.update({
         "limit": args.limit,
-        "data_source": getattr(task, "source", None),
+        "data_source": task.source,
         "grading_environment": task.environment(),
         "backend_info": backend.info(),
         "concurrency": args.concurrency,
@@ -344,16 +403,17 @@ def _print_metrics(out: Path, metrics: dict[str, Any]) -> None:
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
-    from tts.api import asolve, build_backend, build_strategy, build_task
+    from tts.api import asolve
+    from tts.registry import build_backend, build_strategy, build_task
 
     # Everything the user typed is checked before the backend (an engine start) is built.
-    task = build_task(args.task)
+    task = build_task(args.task, **_task_options(args))
     strategy = build_strategy(args.strategy, **_strategy_options(args))
     try:
         task.make_problem(args.question)
     except NotImplementedError as exc:
         raise UserError(f"{exc}; choose another --task") from None
-    backend = build_backend(args.backend, args.model, args.base_url, **_backend_options(args))
+    backend = build_backend(args.backend, args.model, **_backend_options(args))
 
     async def main():
         try:
@@ -373,48 +433,33 @@ def cmd_solve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _strategy_option_help(name: str) -> str:
-    """ "key=default, ..." for a strategy's options beyond n (what `-o key=value` accepts)."""
+def _option_help(kind: str, name: str) -> str:
+    """ "key=default, ..." for a plugin's declared options (what -o / --task-option / --backend-option
+    accept); a strategy's n is left out (it is -n)."""
     try:
-        fields = registry.get("strategies", name).Config.model_fields
+        model = registry.options_model(kind, name)
     except ImportError:
         return ""
-    return ", ".join(f"{k}={f.get_default(call_default_factory=True)!r}" for k, f in fields.items() if k != "n")
+    if model is None:
+        return ""
+    parts = []
+    for key, field in model.model_fields.items():
+        if kind == "strategies" and key == "n":
+            continue
+        default = repr(field.get_default(call_default_factory=True))
+        parts.append(f"{key}={default if len(default) <= 40 else default[:37] + '...'}")
+    return ", ".join(parts)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    flags = {"strategies": "-o KEY=VALUE", "tasks": "--task-option KEY=VALUE", "backends": "--backend-option KEY=VALUE"}
     for kind in registry.KINDS:
         print(f"{kind}:")
         for name, description in registry.describe(kind):
             print(f"  {name:<20} {description}")
-            if kind == "strategies":
-                options = _strategy_option_help(name)
-                if options:
-                    print(f"  {'':<20} options: {options}")
-    return 0
-
-
-def cmd_models_list(args: argparse.Namespace) -> int:
-    from tts.models import list_models, models_dir
-
-    print(f"{'name':<28} {'architecture':<20} {'parameters':>10} {'size':>9}  source")
-    for m in list_models():
-        params = f"{m.parameters / 1e6:.0f}M" if m.parameters else "-"
-        size = f"{m.size_bytes / 2**20:.0f} MB" if m.ready else "not yet"
-        note = " (default; fetched and converted on first use)" if m.default and not m.ready else (
-            " (default)" if m.default else "")
-        print(f"{m.name:<28} {m.architecture or '-':<20} {params:>10} {size:>9}  {m.source or '-'}{note}")
-    print(f"cache: {models_dir()}  (use any name above with --model NAME)")
-    return 0
-
-
-def cmd_models_import(args: argparse.Namespace) -> int:
-    from tts.models import count_parameters, import_gguf
-
-    folder = import_gguf(args.files, args.name)
-    params = count_parameters(folder)
-    print(f"imported {folder.name} ({params / 1e6:.0f}M parameters) into {folder}")
-    print(f"use it with: tts eval --model {folder.name} ...")
+            options = _option_help(kind, name) if kind in flags else ""
+            if options:
+                print(f"  {'':<20} options ({flags[kind]}): {options}")
     return 0
 
 

@@ -1,18 +1,33 @@
-"""Name -> class for strategies, tasks, verifiers and backends, through entry points.
+"""Name -> class for strategies, tasks, verifiers and backends, through entry points, and the builders.
 
 Plugins living in other distributions register under the same groups (`tts.strategies`, `tts.tasks`,
 `tts.verifiers`, `tts.backends`) and appear here without any change to this package.
+
+The builders (`build_task`, `build_strategy`, `build_backend`) turn a name and its options into an
+object, validating the options against the plugin's declared model (a strategy's `Config`, a task's or
+a backend's `Options`): a bad key or value is a one-line `UserError`. Every layer that needs a plugin
+by name (the CLI, the API, the study, tree search's extra models) comes here; nothing below the API
+imports `tts.api`.
 """
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
 
 from tts.errors import UserError
 
+if TYPE_CHECKING:
+    from tts.backends.base import Backend
+    from tts.strategy import Strategy
+    from tts.task import Task
+
 KINDS = ("strategies", "tasks", "verifiers", "backends")
+SINGULAR = {"strategies": "strategy", "tasks": "task", "verifiers": "verifier", "backends": "backend"}
 
 
 @lru_cache(maxsize=None)
@@ -35,8 +50,7 @@ def get(kind: str, name: str) -> type:
     """The class registered under `name`, or a UserError that lists the valid names."""
     eps = _entry_points(kind)
     if name not in eps:
-        singular = kind[:-1] if kind != "strategies" else "strategy"
-        raise UserError(f"unknown {singular} {name!r}; choose one of: {', '.join(sorted(eps))}")
+        raise UserError(f"unknown {SINGULAR.get(kind, kind)} {name!r}; choose one of: {', '.join(sorted(eps))}")
     return eps[name].load()
 
 
@@ -49,3 +63,91 @@ def describe(kind: str) -> list[tuple[str, str]]:
         except ImportError as exc:  # a plugin whose optional dependency is missing still gets listed
             rows.append((name, f"(unavailable: {exc})"))
     return rows
+
+
+def options_model(kind: str, name: str) -> type[BaseModel] | None:
+    """The pydantic model of a plugin's declared options (strategies: `Config`; tasks, backends: `Options`)."""
+    cls = get(kind, name)
+    model = getattr(cls, "Config" if kind == "strategies" else "Options", None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def declaring(kind: str, key: str) -> list[str]:
+    """The plugins of a kind whose declared options include `key` (for "--flag is only for ..." messages)."""
+    found = []
+    for name in names(kind):
+        try:
+            model = options_model(kind, name)
+        except ImportError:
+            continue
+        if model is not None and key in model.model_fields:
+            found.append(name)
+    return found
+
+
+def first_error(exc: Exception) -> str:
+    """A pydantic validation error as "field: message" (the first problem only)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        e = errors()[0]
+        return f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+    return str(exc)
+
+
+# ---- builders -------------------------------------------------------------------------------------
+
+def build_strategy(name: str, **options: Any) -> Strategy:
+    cls = get("strategies", name)
+    try:
+        return cls(**options)
+    except ValueError as exc:  # pydantic validation: bad n, unknown option
+        raise UserError(f"bad options for strategy {name!r}: {first_error(exc)}") from None
+
+
+def build_task(name: str, **options: Any) -> Task:
+    """A task by name; options that are None are left at the task's defaults."""
+    cls = get("tasks", name)
+    try:
+        return cls(**{k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        raise UserError(f"bad options for task {name!r}: {first_error(exc)}") from None
+
+
+def validate_options(kind: str, name: str, options: dict[str, Any]) -> BaseModel | None:
+    """`options` validated by the plugin's declared model (None if it declares none); a UserError
+    "bad options for <kind> <name>: <field>: <problem>" otherwise."""
+    model = options_model(kind, name)
+    if model is None:
+        return None
+    try:
+        return model(**options)
+    except ValidationError as exc:
+        raise UserError(f"bad options for {SINGULAR.get(kind, kind)} {name!r}: {first_error(exc)}") from None
+
+
+def backend_options(name: str, **options: Any) -> dict[str, Any]:
+    """A backend's options validated by its `Options` model, with its defaults filled in."""
+    validated = validate_options("backends", name, options)
+    return options if validated is None else dict(validated)
+
+
+_BACKENDS: dict[tuple, Backend] = {}
+
+
+def build_backend(backend: str | Backend = "vllm", model: str | None = None, base_url: str | None = None,
+                  **options: Any) -> Backend:
+    """A backend by name, cached per process (engines take a minute to start); an instance is returned
+    unchanged. `base_url` is shorthand for the `base_url` option (backends that declare it)."""
+    from tts.backends.base import Backend
+
+    if isinstance(backend, Backend):
+        return backend
+    if base_url is not None:
+        if "base_url" not in (options_model("backends", backend) or BaseModel).model_fields:
+            raise UserError(f"--base-url is only for --backend {' or '.join(declaring('backends', 'base_url'))}")
+        options = {**options, "base_url": base_url}
+    key = (backend, model, json.dumps(options, sort_keys=True, default=repr))
+    if key not in _BACKENDS:
+        cls = get("backends", backend)
+        _BACKENDS[key] = cls(model, **backend_options(backend, **options))
+    return _BACKENDS[key]

@@ -121,8 +121,8 @@ async def _evaluate(task: Task, items: list[TaskItem], strategy: Strategy, backe
     done = correct = tokens = 0
     failures: list[tuple[str, Exception]] = []
     in_a_row = 0
-    engine_stats = getattr(backend, "stats", None)  # a snapshot, so concurrent evaluations do not reset it
-    stats_before = copy.copy(engine_stats)
+    engine_stats = backend.stats  # None for a backend without engine counters (Backend.stats)
+    stats_before = copy.copy(engine_stats)  # a snapshot, so concurrent evaluations do not reset it
 
     class TooManyFailures(Exception):
         pass

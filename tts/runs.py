@@ -33,8 +33,9 @@ from tts.types import Result, Usage, Verdict, finite_or_none
 log = logging.getLogger(__name__)
 
 # Fields of config.json that define the run; resuming with any of them changed is refused.
+# (backend_options: the backend options given that change the answers; absent when there are none.)
 IDENTITY_KEYS = ("task", "task_options", "strategy", "strategy_options", "model", "backend", "sampling", "seed",
-                 "dtype")
+                 "dtype", "backend_options")
 # What the backend reported it serves (`Backend.served_identity`); compared field by field on resume.
 SERVED_KEY = "served_identity"
 LOCK_FILE = "run.lock"

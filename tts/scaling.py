@@ -266,7 +266,7 @@ def read_run(run: RunFolder) -> tuple[dict[str, Any], dict[str, list[dict[str, A
 
 def task_equivalence(config: dict[str, Any]) -> Callable[[str, str], bool]:
     """The answer equivalence of the task named in config.json (built through the registry)."""
-    from tts.api import build_task
+    from tts.registry import build_task
 
     name = config.get("task")
     if not name:

@@ -10,6 +10,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from tts.types import Problem, Reference, TaskItem
 from tts.verifier import Verifier
 
@@ -20,15 +22,32 @@ class AnswerSpace(Protocol):
     def equivalent(self, a: str, b: str) -> bool: ...
 
 
+class TaskOptions(BaseModel):
+    """Options every task takes; a task subclasses this (as its `Options`) to declare its own.
+
+    They come from `tts eval --task-option KEY=VALUE` (and the shortcuts `--data-dir`, `--data-file`,
+    `--few-shot`), are validated here (an unknown key or a bad value is one line, exit 2) and are shown
+    by `tts list` with their defaults.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path | None = Field(None, description="folder with the benchmark files (default: the packaged copy)")
+    seed: int = Field(0, description="seeds whatever the task draws (e.g. few-shot examples); `tts eval` passes --seed")
+
+
 class Task(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     kind: ClassVar[str] = "math"
+    Options: ClassVar[type[TaskOptions]] = TaskOptions
+    # Where `load()` read its records from (a file path, or the hub dataset); recorded in config.json.
+    source: str | None = None
 
-    def __init__(self, data_dir: str | Path | None = None, few_shot: int = 0, seed: int = 0):
-        self.data_dir = Path(data_dir) if data_dir else None
-        self.few_shot = few_shot
-        self.seed = seed
+    def __init__(self, **options: Any):
+        self.options = self.Options(**options)
+        self.data_dir = self.options.data_dir
+        self.seed = self.options.seed
 
     @abstractmethod
     def load(self, limit: int | None = None) -> list[TaskItem]:

@@ -16,8 +16,11 @@ import functools
 import hashlib
 import logging
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
 
 from tts.errors import BackendError
 from tts.types import GenerationRequest, Sample
@@ -32,12 +35,68 @@ class IncompleteGeneration(BackendError):
     """The backend kept answering with fewer samples than requested."""
 
 
+@dataclass
+class EngineStats:
+    """What an in-process engine did: steps, seconds inside its step function, sequences per step.
+
+    Batch sizes come from the in-process scheduler: the sequences still running after each step (those
+    that finished in it are not counted, so this slightly undercounts the step's batch). That is how
+    strategies can show the engine really saw their requests together. Reset with `reset()`.
+    """
+
+    steps: int = 0
+    step_seconds: float = 0.0
+    sequences: int = 0  # summed over steps
+    max_batch: int = 0
+
+    def record(self, seconds: float, batch: int) -> None:
+        self.steps += 1
+        self.step_seconds += seconds
+        self.sequences += batch
+        self.max_batch = max(self.max_batch, batch)
+
+    def since(self, earlier: "EngineStats") -> "EngineStats":
+        """What happened after `earlier` (a copy taken then); max_batch is the overall maximum."""
+        return EngineStats(self.steps - earlier.steps, self.step_seconds - earlier.step_seconds,
+                           self.sequences - earlier.sequences, self.max_batch)
+
+    def reset(self) -> None:
+        self.steps, self.step_seconds, self.sequences, self.max_batch = 0, 0.0, 0, 0
+
+    def summary(self) -> dict[str, float]:
+        return {"steps": self.steps, "step_seconds": round(self.step_seconds, 3),
+                "mean_batch": round(self.sequences / self.steps, 2) if self.steps else 0.0,
+                "max_batch": self.max_batch}
+
+
+class BackendOptions(BaseModel):
+    """A backend's declared options; a backend subclasses this (as its `Options`) to declare its own.
+
+    They come from `tts eval --backend-option KEY=VALUE` (and shortcuts such as `--base-url`), are
+    validated here (an unknown key or a bad value is one line, exit 2), shown by `tts list` with their
+    defaults, and passed to the backend's constructor as keyword arguments (so every field must be one).
+
+    Options given explicitly are part of a run's identity (config.json `backend_options`; resuming with
+    other values is refused) unless listed in `outside_identity`: settings that change how the answers
+    are fetched (timeouts, retries, memory) but not what they are, and options that config.json records
+    as identity keys of their own (vllm: dtype, seed).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    outside_identity: ClassVar[frozenset[str]] = frozenset()
+
+
 class Backend(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
     model: str
     # Weights of the model, where the backend can tell (for FLOPs estimates: 2 x parameters x tokens).
     parameter_count: int | None = None
+    # Engine step counters of an in-process engine (the runner reports the batches of its session);
+    # None for backends that cannot see the engine (an HTTP server).
+    stats: EngineStats | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -25,8 +25,9 @@ import time
 from typing import Any, Callable
 
 import httpx
+from pydantic import Field
 
-from tts.backends.base import Backend
+from tts.backends.base import Backend, BackendOptions
 from tts.errors import BackendError, UserError
 from tts.types import GenerationRequest, Sample, SamplingConfig
 
@@ -113,9 +114,25 @@ def _model_list(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+class OpenAIOptions(BackendOptions):
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="the server's URL (`--base-url`)")
+    api_key: str | None = Field(None, description="sent as a bearer token")
+    concurrency: int = Field(64, ge=1, description="requests in flight at once")
+    max_retries: int = Field(DEFAULT_MAX_RETRIES, ge=0, description="retries of a failed request (`--max-retries`)")
+    backoff: float = Field(DEFAULT_BACKOFF, ge=0, description="seconds before the first retry (doubling each time)")
+    request_timeout: float = Field(DEFAULT_REQUEST_TIMEOUT, gt=0, allow_inf_nan=False,
+                                   description="seconds one attempt waits for its answer (`--request-timeout`)")
+    max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=1, description="larger answers are faults")
+    send_seed: bool = Field(True, description="send each request's seed to the server")
+
+    outside_identity = frozenset({"base_url", "api_key", "concurrency", "max_retries", "backoff", "request_timeout",
+                             "max_response_bytes"})
+
+
 class OpenAIBackend(Backend):
     name = "openai"
     description = "HTTP client for an OpenAI-compatible completions server (vllm serve, SGLang, llama.cpp)"
+    Options = OpenAIOptions
 
     def __init__(
         self,

@@ -11,7 +11,9 @@ import hashlib
 from collections import defaultdict
 from typing import Callable, Sequence, Union
 
-from tts.backends.base import Backend
+from pydantic import Field
+
+from tts.backends.base import Backend, BackendOptions
 from tts.backends.render import prompt_text
 from tts.types import GenerationRequest, Sample
 
@@ -26,9 +28,14 @@ def _default_logprob(text: str) -> float:
     return -0.05 - (h % 1000) / 1000.0  # in (-1.05, -0.05]
 
 
+class ScriptedOptions(BackendOptions):
+    delay: float = Field(0.0, ge=0, description="seconds each generate call waits (to test concurrency)")
+
+
 class ScriptedBackend(Backend):
     name = "scripted"
     description = "deterministic scripted completions for tests (no model)"
+    Options = ScriptedOptions
 
     def __init__(self, script: Script | None = None, model: str = "scripted", delay: float = 0.0):
         if script is None or isinstance(script, str):

