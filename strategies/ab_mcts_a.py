@@ -1,4 +1,4 @@
-"""AB-MCTS-A: adaptive-branching tree search with node aggregation (ALGORITHMS.md section 4, "AB-MCTS-A").
+"""AB-MCTS-A: adaptive-branching tree search with node aggregation (docs/algorithms/ab-mcts.md).
 
 Thompson sampling between a GEN arm (a new child) and a CONT arm (descend into the best child), with
 Gaussian (default) or Beta conjugate posteriors. Generation and scoring: strategies.tree_search.

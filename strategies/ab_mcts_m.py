@@ -1,4 +1,4 @@
-"""AB-MCTS-M: adaptive-branching tree search with a hierarchical Bayesian model (ALGORITHMS.md section 4).
+"""AB-MCTS-M: adaptive-branching tree search with a hierarchical Bayesian model (docs/algorithms/ab-mcts.md).
 
 Posterior-predictive Thompson sampling over the children and a GEN option, with subtree pruning.
 `sampler="grid"` (default) needs only numpy; `sampler="pymc"` fits by NUTS as the reference does and

@@ -1,4 +1,4 @@
-"""Best-of-N by the selection verifiers' score (ALGORITHMS.md 7).
+"""Best-of-N by the selection verifiers' score (docs/algorithms/best-of-n.md).
 
 Sample n, score every candidate with the task's selection verifiers (never the oracle: for
 HumanEval, the docstring examples), keep the highest mean score; ties are broken by mean token

@@ -1,4 +1,4 @@
-"""Standard MCTS, the treequest baseline (ALGORITHMS.md section 4, "Standard MCTS baseline").
+"""Standard MCTS, the treequest baseline (docs/algorithms/mcts.md).
 
 UCT selection with score-softmax priors; each selected leaf gets `samples_per_action` children per
 action and never more (fixed branching). Generation and scoring: strategies.tree_search.

@@ -1,4 +1,4 @@
-"""Perplexity: the single most probable sampled path (ALGORITHMS.md 3, the RPC paper's baseline).
+"""Perplexity: the single most probable sampled path (the RPC paper's baseline, docs/algorithms/rpc.md).
 
 Sample n, keep the path with the highest mean token log-probability (`tts.selection.perplexity`).
 It converges fast but ignores that many paths may share an answer; `rpc` combines the two.

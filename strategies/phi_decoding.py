@@ -1,5 +1,5 @@
 """φ-Decoding: step-wise decoding with foresight rollouts, advantage + alignment sampling and adaptive
-pruning (ALGORITHMS.md section 5; reference: xufangzhi/phi-Decoding `phi_decoding-origin.py`).
+pruning (docs/algorithms/phi-decoding.md; reference: xufangzhi/phi-Decoding `phi_decoding-origin.py`).
 
 Each step, for the beams still open (M = `beams` at first):
 1. candidates: N one-line steps per beam (T=0.6, stop at the delimiter), one engine call for all beams;
@@ -82,7 +82,7 @@ PHASES = ("steps", "foresight", "final")
 
 
 class PhiDecodingConfig(StrategyConfig):
-    """Defaults are the origin script's (ALGORITHMS.md 5, "Hyperparameters")."""
+    """Defaults are the origin script's (docs/algorithms/phi-decoding.md)."""
 
     n: int = Field(8, ge=1, description="not used by φ-Decoding: its budget is beams x candidates x steps")
     beams: int = Field(4, ge=1, description="M (step_beam_size): beams kept per step")

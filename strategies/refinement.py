@@ -1,4 +1,4 @@
-"""Refinement prompts for tree search: "improve this answer given its feedback" (ALGORITHMS.md section 4).
+"""Refinement prompts for tree search: "improve this answer given its feedback" (docs/algorithms/tree-search.md).
 
 The prompt continues the problem's own conversation: the original messages, the previous answer as the
 assistant's turn, then a user turn with the selection verifiers' feedback and the request. Only what

@@ -1,4 +1,4 @@
-"""Repeated sampling (ALGORITHMS.md section 1, "Large Language Monkeys").
+"""Repeated sampling ("Large Language Monkeys", docs/algorithms/repeated-sampling.md).
 
 Draw n independent samples and keep all of them; coverage (pass@k) is computed from them by the
 runner. The answer is the first sample that passes the selection verifiers when any does

@@ -1,4 +1,4 @@
-"""RPC: Perplexity Consistency with Reasoning Pruning (ALGORITHMS.md 3).
+"""RPC: Perplexity Consistency with Reasoning Pruning (docs/algorithms/rpc.md).
 
 Sample n with log-probs, group answers by the task's equivalence, prune low-probability paths with
 the two-component Weibull mixture (AND rule), and pick the answer with the largest probability mass

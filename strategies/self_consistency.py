@@ -1,4 +1,4 @@
-"""Self-consistency: majority vote over sampled reasoning paths (ALGORITHMS.md section 2).
+"""Self-consistency: majority vote over sampled reasoning paths (docs/algorithms/self-consistency.md).
 
 Answers are grouped by the task's equivalence (exact strings bucketed first, then pairwise
 `equivalent` between representatives), invalid answers (None) cast no vote, and the largest group

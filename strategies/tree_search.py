@@ -1,4 +1,4 @@
-"""The LLM side of tree search, shared by `mcts`, `ab-mcts-a` and `ab-mcts-m` (ALGORITHMS.md section 4).
+"""The LLM side of tree search, shared by `mcts`, `ab-mcts-a` and `ab-mcts-m` (docs/algorithms/tree-search.md).
 
 The algorithm (tts.treesearch) decides which nodes to expand with which action; this module turns each
 expansion into a generation and a score. Expanding the root samples a fresh answer from the problem's
