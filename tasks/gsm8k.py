@@ -1,7 +1,7 @@
 """GSM8K (1319 test problems): grade-school word problems with a numeric answer after `####`.
 
 Zero-shot by default; `few_shot=k` prepends k worked solutions from the train split (fixed by the
-seed), rewritten to end in "The answer is N." like the instruction asks (ALGORITHMS.md 1, 8a).
+seed), rewritten to end in "The answer is N." like the instruction asks (docs/algorithms/math-answers.md).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ HUB = ("openai/gsm8k", "main", "test")
 
 
 def gold_answer(solution: str) -> str:
-    """The number after '#### ' with commas, '$' and a trailing period removed (ALGORITHMS.md 8a)."""
+    """The number after '#### ' with commas, '$' and a trailing period removed (docs/algorithms/math-answers.md)."""
     match = re.search(r"####\s*(.+?)\s*$", solution.strip())
     if not match:
         raise ValueError("GSM8K solution has no '#### answer' line")

@@ -1,4 +1,4 @@
-"""The answer space shared by math tasks: extract the final answer, compare by equivalence (ALGORITHMS.md 8)."""
+"""The answer space shared by math tasks: extract the final answer, compare by equivalence (docs/algorithms/math-answers.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Code verifiers: the hidden-test oracle and the docstring-examples selection verifier (ALGORITHMS.md 8d).
+"""Code verifiers: the hidden-test oracle and the docstring-examples selection verifier (docs/code-verification.md).
 
 Both judge a program from outside it (verifiers/code_judge.py): the candidate runs in the sandbox
 and serves its function over a pipe; the tests run in a separate judge process that sees only
@@ -38,7 +38,7 @@ def _clip(text: str, limit: int = _FEEDBACK_CHARS) -> str:
 
 
 class UnitTestVerifier(Verifier):
-    """Oracle: the hidden HumanEval tests (ALGORITHMS.md 8d). Only the task's runner may use it.
+    """Oracle: the hidden HumanEval tests (docs/code-verification.md). Only the task's runner may use it.
 
     `check(candidate)` runs in the judge process with the problem's prompt as trusted context; the
     candidate's function is reached through the pipe (verifiers/code_judge.py). Stricter than

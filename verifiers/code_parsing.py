@@ -1,7 +1,7 @@
 """Reading Python out of text: the program in a model completion, and the examples in a docstring.
 
 `extract_code` turns a HumanEval-style completion into a runnable program; `docstring_tests` turns the
-examples a prompt shows into assert statements (the only tests selection may use: DESIGN.md, "Never leak").
+examples a prompt shows into assert statements (the only tests selection may use: docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Answer extraction and equivalence for math tasks (ALGORITHMS.md, section 8).
+"""Answer extraction and equivalence for math tasks (docs/algorithms/math-answers.md).
 
 `extract_answer` follows the Qwen2.5-Math priority (8a/8b): last `\\boxed{}`, then "the answer is",
 then GSM8K `#### X`, then the last number. A plain-text "the answer is" sentence is read for the
