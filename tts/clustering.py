@@ -1,4 +1,4 @@
-"""Clustering short texts into k groups (ALGORITHMS.md 5: φ-Decoding's alignment and final selection).
+"""Clustering short texts into k groups (φ-Decoding's alignment and final selection: docs/algorithms/phi-decoding.md).
 
 Default: TF-IDF vectors and k-means, as the reference implementation does (scikit-learn). Optional:
 sentence embeddings, which group texts by meaning rather than shared words; they need the

@@ -1,4 +1,4 @@
-"""Metrics computed from stored samples (ALGORITHMS.md section 1)."""
+"""Metrics computed from stored samples (docs/algorithms/repeated-sampling.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k: 1 - C(n-c, k) / C(n, k), in the stable product form (ALGORITHMS.md 1).
+    """Unbiased pass@k: 1 - C(n-c, k) / C(n, k), in the stable product form.
 
     The probability that a uniformly random k-subset of the n samples holds at least one of the c correct.
     """

@@ -1,5 +1,5 @@
-"""Step-wise generation, shared by step-level strategies (φ-Decoding, ALGORITHMS.md 5; later PRM beam
-search and particle filtering, sections 6-7).
+"""Step-wise generation, shared by step-level strategies (φ-Decoding, docs/algorithms/phi-decoding.md; later
+PRM beam search and particle filtering).
 
 A *step* is one line of the answer: the model continues a partial answer (`GenerationRequest.continuation`)
 until the delimiter (default "\n", as φ-Decoding; search-and-learn uses "\n\n"). vLLM leaves a matched stop
@@ -96,7 +96,7 @@ class Step(BaseModel):
 
     @property
     def mean_logprob(self) -> float:
-        """mlogp of the step (ALGORITHMS.md notation); 0 for an empty generation, like the reference's 1e-8 guard."""
+        """mlogp of the step (mean token log-prob); 0 for an empty generation, like the reference's 1e-8 guard."""
         return self.logprob_sum / self.token_count if self.token_count else 0.0
 
 

@@ -1,4 +1,4 @@
-"""The strategy contract: one uniform `run(problem, ctx) -> Result` (DESIGN.md, "Contracts").
+"""The strategy contract: one uniform `run(problem, ctx) -> Result` (docs/architecture.md).
 
 `StrategyContext` is everything a strategy may touch: generation (with usage counted for it),
 the task's answer space, the selection verifiers (which never see the reference) and a seeded RNG.

@@ -1,4 +1,4 @@
-"""Typed data that crosses module boundaries (DESIGN.md, "Contracts").
+"""Typed data that crosses module boundaries (docs/architecture.md).
 
 Everything a strategy, verifier, task or backend hands to another module is one of these
 pydantic models, so a run folder can always be read back into the same types.
@@ -66,7 +66,7 @@ class Sample(BaseModel):
 
     @property
     def mean_logprob(self) -> float | None:
-        """Length-normalised log-probability (ALGORITHMS.md, notation `mlogp`)."""
+        """Length-normalised log-probability (`mlogp` in docs/algorithms/)."""
         if self.logprob_sum is None or self.token_count == 0:
             return None
         return self.logprob_sum / self.token_count
@@ -141,7 +141,7 @@ class Candidate(BaseModel):
 
 
 class Usage(BaseModel):
-    """Compute a strategy spent, counted honestly (DESIGN.md, "Count compute honestly")."""
+    """Compute a strategy spent, counted honestly (docs/architecture.md, "Count compute honestly")."""
 
     prompt_tokens: int = 0
     cached_tokens: int = 0

@@ -1,4 +1,4 @@
-"""The verifier contract shared by selection verifiers and oracles (DESIGN.md, "Contracts").
+"""The verifier contract shared by selection verifiers and oracles (docs/architecture.md).
 
 A selection verifier sees only the `Problem` (never the reference); an oracle is a verifier
 that the task builds around the hidden `Reference` and that only the runner calls.

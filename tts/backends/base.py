@@ -1,4 +1,4 @@
-"""The backend contract: batched, async generation (DESIGN.md, "Contracts").
+"""The backend contract: batched, async generation (docs/architecture.md).
 
 Two promises every backend keeps, whatever engine or server is behind it:
 

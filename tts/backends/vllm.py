@@ -2,7 +2,7 @@
 
 Why a thread around the synchronous `LLMEngine` rather than vLLM's `AsyncLLM`: in vLLM 0.32 `AsyncLLM`
 always runs the engine core in a second process. On a 2-core CPU that process spins one core while
-the model worker gets the other, which halves throughput (DESIGN.md: 64 vs 115 tok/s). The sync
+the model worker gets the other, which halves throughput (measured 0.58x: docs/cpu-engine.md). The sync
 engine with `VLLM_ENABLE_V1_MULTIPROCESSING=0` runs in-process; continuous batching still happens
 because the engine thread adds every queued request before each `step()`, so requests from hundreds
 of coroutines share one batch. The same code serves the GPU build (there multiprocessing stays on).
@@ -37,7 +37,7 @@ def has_cuda() -> bool:
 
 
 def configure_cpu_environment(kv_cache_gb: int) -> None:
-    """Engine settings measured to work on CPU (DESIGN.md, "vLLM on CPU"); explicit user settings win."""
+    """Engine settings measured to work on CPU (docs/cpu-engine.md); explicit user settings win."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gb))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -240,7 +240,7 @@ class VLLMBackend(Backend):
             output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request, with all n samples
         )
         # A per-request seed kills vLLM's CPU engine ("CPU Generator does not use offset"); on CPU the
-        # engine is seeded once at start instead (DESIGN.md). GPU engines honour per-request seeds.
+        # engine is seeded once at start instead (docs/cpu-engine.md). GPU engines honour per-request seeds.
         if cfg.seed is not None and self.on_gpu:
             kwargs["seed"] = cfg.seed
         return SamplingParams(**kwargs)

@@ -1,6 +1,6 @@
 """Running untrusted Python programs: an isolated, limited process tree whose pass requires running to the end.
 
-The execution check follows ALGORITHMS.md section 8d (openai/human-eval): a program runs in a
+The execution check follows openai/human-eval (docs/code-verification.md): a program runs in a
 separate process with a time limit and resource limits. human-eval forks the caller and neuters
 dangerous functions inside the child; here a fresh interpreter runs the program inside
 bubblewrap (namespaces), in a per-run cgroup, as an unprivileged user without capabilities, so

@@ -1,4 +1,4 @@
-"""Grouping answers by equivalence, once per pool, and voting over the groups (ALGORITHMS.md section 2).
+"""Grouping answers by equivalence, once per pool, and voting over the groups (docs/algorithms/self-consistency.md).
 
 Exact strings are bucketed first so the expensive `equivalent` check runs only between the
 representatives of distinct strings. `Groups` keeps the result as one array of group ids, so a study

@@ -6,12 +6,12 @@ is plain arrays: answers (grouped once, up front, into `Groups`), mean token log
 optional selection-verifier scores and pass flags.
 
 Every selector returns a `Selection`: the chosen sample index (None = abstain), the samples that tie
-with it (one per tied option, so an evaluation can credit 1/len(tied) for a tie, ALGORITHMS.md 2 (c)),
+with it (one per tied option, so an evaluation can credit 1/len(tied) for a tie),
 for group-based selectors the score each answer group got (`group_scores`), and selector-specific
 details in `info` (RPC: `pruned`, `fit`, `fallback`; an abstaining selector: `reason`).
 
-Sections of ALGORITHMS.md: majority vote 2; RPC (perplexity consistency + reasoning pruning) 3;
-best-of-N and weighted vote 7; first-passing (resample until the verifier accepts) 9, fLaws paragraph.
+Docs (docs/algorithms/): majority vote self-consistency.md; RPC and perplexity rpc.md; best-of-N and weighted
+vote best-of-n.md; first-passing (resample until the verifier accepts) repeated-sampling.md (fLaws).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Selection(BaseModel):
     info: dict[str, Any] = Field(default_factory=dict)
 
     def credit(self, correct: Sequence[bool]) -> float:
-        """Expected accuracy with ties credited 1/len(tied) (ALGORITHMS.md 2, option (c)); 0 when abstaining."""
+        """Expected accuracy with ties credited 1/len(tied) (self-consistency.md, "Ties"); 0 when abstaining."""
         if self.chosen is None or not self.tied:
             return 0.0
         return float(np.mean([bool(correct[i]) for i in self.tied]))
@@ -80,7 +80,7 @@ def _argmax_groups(members: list[list[int]], scores: np.ndarray) -> tuple[int | 
 
 
 def majority(groups: Groups) -> Selection:
-    """Self-consistency (ALGORITHMS.md 2): the largest answer group; None answers cast no vote.
+    """Self-consistency (self-consistency.md): the largest answer group; None answers cast no vote.
 
     Tie-break: the tied group whose first member came first in sample order (`majority_vote`). The chosen
     sample is that group's first member. confidence = group size / pool size.
@@ -95,7 +95,7 @@ def majority(groups: Groups) -> Selection:
 
 
 def weighted_vote(groups: Groups, weights: Sequence[float | None] | np.ndarray) -> Selection:
-    """Weighted majority vote (ALGORITHMS.md 7, and 2's weighted sum): group score = sum of member weights.
+    """Weighted majority vote (best-of-n.md; self-consistency.md's weighted sum): group score = sum of member weights.
 
     Missing weights count 0. Ties (equal sums, up to float rounding: TIE_RTOL) go to the group seen first.
     confidence = winning sum / total sum.
@@ -128,7 +128,7 @@ def _argmax_samples(keys: list[np.ndarray]) -> tuple[int, list[int]]:
 
 
 def perplexity(mean_logprobs: Sequence[float | None] | np.ndarray) -> Selection:
-    """The single most probable path: highest mean token log-prob (ALGORITHMS.md 3, the RPC paper's baseline).
+    """The single most probable path: highest mean token log-prob (the RPC paper's baseline, rpc.md).
 
     Samples without a log-prob are never chosen; with none at all the selector abstains. Its answer
     is taken as is (a path with no extracted answer can win and is then wrong). Ties: earliest.
@@ -143,7 +143,7 @@ def perplexity(mean_logprobs: Sequence[float | None] | np.ndarray) -> Selection:
 
 def best_of_n(scores: Sequence[float | None] | np.ndarray,
               mean_logprobs: Sequence[float | None] | np.ndarray | None = None) -> Selection:
-    """Best-of-N (ALGORITHMS.md 7): the highest score; ties broken by mean log-prob, then sample order.
+    """Best-of-N (best-of-n.md): the highest score; ties broken by mean log-prob, then sample order.
 
     Missing scores rank lowest, so with no scores at all this is `perplexity` (and with neither, the
     first sample). confidence = the chosen score when there is one.
@@ -157,7 +157,7 @@ def best_of_n(scores: Sequence[float | None] | np.ndarray,
 
 
 def first_passing(passed: Sequence[bool | None]) -> Selection:
-    """Resample until the selection verifier accepts (ALGORITHMS.md 9, fLaws): the first passing sample.
+    """Resample until the selection verifier accepts (repeated-sampling.md, fLaws): the first passing sample.
 
     Abstains (chosen=None) when none passes, as the fLaws accuracy Acc(k) does; a strategy that must
     answer can fall back to its own default.
@@ -190,7 +190,7 @@ def verdict_passed(verdicts: Sequence[Verdict]) -> bool | None:
 
 def rpc(groups: Groups, mean_logprobs: Sequence[float | None] | np.ndarray,
         texts: Sequence[Hashable] | None = None, min_paths: int = MIN_PATHS_TO_PRUNE) -> Selection:
-    """Perplexity Consistency with Reasoning Pruning (ALGORITHMS.md 3, exactly as specified there).
+    """Perplexity Consistency with Reasoning Pruning (rpc.md, exactly as published).
 
     p_i = exp(mean token log-prob). The Weibull mixture is fitted to every path that has a
     log-prob (answered or not: unanswered paths are part of the probability distribution); paths

@@ -1,4 +1,4 @@
-"""RPC's reasoning pruning: a two-component Weibull mixture fitted to path probabilities (ALGORITHMS.md 3).
+"""RPC's reasoning pruning: a two-component Weibull mixture fitted to path probabilities (docs/algorithms/rpc.md).
 
 `reasoning_pruning` says which paths RPC drops (pi_1 < pi_2 AND p < mean(p)); `tts.selection.rpc`
 sums the probability mass of what is left. The fit is maximum likelihood by L-BFGS-B with an
@@ -14,10 +14,10 @@ from functools import lru_cache
 
 import numpy as np
 
-# ALGORITHMS.md 3: start values and bounds of the two-component Weibull mixture fit.
+# The published start values and bounds of the two-component Weibull mixture fit.
 WEIBULL_START = np.array([0.5, 1.0, 1.0, 1.5, 2.0])
 WEIBULL_BOUNDS = [(0.2, 0.8), (0.01, None), (0.01, None), (0.01, None), (0.01, None)]
-# Below this many paths with a probability the fit is ill-posed: no pruning (ALGORITHMS.md 3, edge cases).
+# Below this many paths with a probability the fit is ill-posed: no pruning (rpc.md, "Few paths").
 MIN_PATHS_TO_PRUNE = 5
 _MAX_LOG_T = 700.0  # exp() of more overflows; only reached far from any sensible optimum
 
@@ -108,7 +108,7 @@ def _one_blas_thread() -> AbstractContextManager:
 
 
 def fit_weibull_mixture(p: Sequence[float] | np.ndarray) -> WeibullMixture:
-    """Maximum-likelihood two-component Weibull mixture of path probabilities (ALGORITHMS.md 3).
+    """Maximum-likelihood two-component Weibull mixture of path probabilities (docs/algorithms/rpc.md).
 
     L-BFGS-B (scipy) from the stated start (0.5, 1, 1, 1.5, 2) within the stated bounds
     (w1 in [0.2, 0.8], shapes and scales >= 0.01), scipy's default tolerances like the reference
@@ -129,7 +129,7 @@ def fit_weibull_mixture(p: Sequence[float] | np.ndarray) -> WeibullMixture:
 
 def reasoning_pruning(p: Sequence[float] | np.ndarray,
                       min_paths: int = MIN_PATHS_TO_PRUNE) -> tuple[np.ndarray, WeibullMixture | None]:
-    """Which paths RPC prunes: pi_1 < pi_2 AND p < mean(p), both required (ALGORITHMS.md 3).
+    """Which paths RPC prunes: pi_1 < pi_2 AND p < mean(p), both required (rpc.md).
 
     With fewer than `min_paths` paths nothing is pruned (the fit is ill-posed). When no path lies
     below the mean the AND rule cannot prune anything and the fit is skipped.

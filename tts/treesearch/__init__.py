@@ -1,4 +1,4 @@
-"""Tree-search algorithms as pure ask/tell transitions on a caller-owned tree (ALGORITHMS.md section 4).
+"""Tree-search algorithms as pure ask/tell transitions on a caller-owned tree (docs/algorithms/tree-search.md).
 
 No model is called here: `ask` names the nodes to expand and the actions to use, the caller generates
 and scores the answers, `tell` records them. The strategies in `strategies/` (mcts, ab-mcts-a,

@@ -1,8 +1,8 @@
-"""AB-MCTS-A: adaptive branching with node aggregation and conjugate posteriors (ALGORITHMS.md section 4).
+"""AB-MCTS-A: adaptive branching with node aggregation and conjugate posteriors (docs/algorithms/ab-mcts.md).
 
 Every visited node N keeps a posterior for its GEN arm (scores of N's children), one for its CONT arm
 (scores of N's grandchildren and everything deeper), and one per child j (j's own score and every
-score below j). The walk (section 4, "Tree walk"): at N draw GEN vs CONT; GEN (or no child yet) means
+score below j). The walk: at N draw GEN vs CONT; GEN (or no child yet) means
 "generate a child of N"; CONT means draw every child's posterior and descend into the best. When GEN
 wins, the action is chosen by Thompson sampling over per-action posteriors built from every score that
 action produced anywhere in the tree (the reference's default `multiarm_bandit_thompson`; one action

@@ -1,4 +1,4 @@
-"""AB-MCTS-M: adaptive branching with a hierarchical (mixed-effects) Bayesian model (ALGORITHMS.md section 4).
+"""AB-MCTS-M: adaptive branching with a hierarchical (mixed-effects) Bayesian model (docs/algorithms/ab-mcts.md).
 
 At a node with children, every score in child j's subtree is an observation of group j; the model of
 `tts.treesearch.posterior` (mu ~ N(mu0, 0.2), sigma_alpha ~ HN(0.2), sigma_y ~ HN(0.3)) gives one

@@ -1,4 +1,4 @@
-"""Standard MCTS as treequest defines it: the fixed-branching baseline of ALGORITHMS.md section 4.
+"""Standard MCTS as treequest defines it: the fixed-branching baseline (docs/algorithms/mcts.md).
 
 Selection walks from the root to a leaf, always to the child with the largest
 UCT(c) = V(c)/N(c) + w * prior(c) * sqrt(ln N(parent) / N(c)), where N defaults to 1 when missing and

@@ -1,4 +1,4 @@
-"""Posterior sampling for AB-MCTS-M's hierarchical model (ALGORITHMS.md section 4, "AB-MCTS-M").
+"""Posterior sampling for AB-MCTS-M's hierarchical model (docs/algorithms/ab-mcts.md).
 
 The model, for groups j = 1..J (children of a node, or actions) with scores y_ji:
 

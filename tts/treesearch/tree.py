@@ -1,6 +1,6 @@
 """The search tree a caller owns, and the ask/tell contract every tree-search algorithm follows.
 
-ALGORITHMS.md section 4 ("Score / generation interface", "Edge cases"): every node but the root holds
+docs/algorithms/tree-search.md: every node but the root holds
 one complete answer with a score in [0, 1]; the root is a placeholder with score -1. An algorithm
 never calls a model: `ask` says which nodes to expand with which action, the caller generates and
 scores, and `tell` records the results. All of an algorithm's memory (its statistics and its RNG) lives
@@ -139,7 +139,7 @@ class TreeSearchAlgorithm(ABC):
             if result.expansion not in state.pending:
                 raise ValueError(f"expansion {result.expansion} was not asked for or was already told")
             if not 0.0 <= result.score <= 1.0:
-                raise ValueError(f"scores must lie in [0, 1] (ALGORITHMS.md 4, edge cases), got {result.score}")
+                raise ValueError(f"scores must lie in [0, 1] (as in the reference), got {result.score}")
             exp = state.pending.pop(result.expansion)
             parent = state.nodes[exp.parent]
             node = Node(id=len(state.nodes), parent=parent.id, action=exp.action, score=float(result.score),
@@ -180,7 +180,7 @@ class TreeSearchAlgorithm(ABC):
 
 
 def thompson_argmax(draws: Sequence[float]) -> int:
-    """Index of the largest draw; ties go to the first (ALGORITHMS.md 4, edge cases)."""
+    """Index of the largest draw; ties go to the first (as in the reference)."""
     return int(np.argmax(np.asarray(draws, dtype=float)))
 
 
