@@ -25,7 +25,7 @@ from tts.verifiers.code import (
     run_program,
 )
 
-HUMANEVAL = Path("/work/shared/data/humaneval/HumanEval.jsonl.gz")
+HUMANEVAL = Path(__file__).resolve().parent.parent / "tasks" / "data" / "humaneval" / "HumanEval.jsonl.gz"
 # Docstrings whose own examples contradict the reference solution (checked by hand):
 #   47  median([-10, 4, 6, 1000, 10, 20]) is 8.0, the docstring says 15.0
 #   116 sort_array's examples contradict its spec (the hidden test expects [1, 2, 4, 3, 5])

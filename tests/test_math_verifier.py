@@ -1,4 +1,4 @@
-"""Answer extraction and equivalence (verifiers/math.py, ALGORITHMS.md section 8).
+"""Answer extraction and equivalence (verifiers/math.py, docs/algorithms/math-answers.md).
 
 Table-driven like Math-Verify's own tests, plus checks against the full GSM8K and MATH-500
 test sets: every gold solution's extracted answer must match its reference answer.
@@ -22,13 +22,11 @@ from tts.verifiers.math import MathAnswerVerifier, equivalent, extract_answer
 
 
 def _data_dir() -> Path:
-    """TTS_SHARED_DATA, else the package's copy, else the shared checkout's copy."""
+    """TTS_SHARED_DATA, else the package's copy (tasks/data)."""
     if env := os.environ.get("TTS_SHARED_DATA"):
         return Path(env)
     packaged = Path(__file__).resolve().parents[1] / "tasks" / "data"
-    if (packaged / "math500" / "test.jsonl").is_file():
-        return packaged
-    return Path("/work/shared/data")
+    return packaged
 
 
 def _records(rel: str) -> list[dict]:

@@ -1,4 +1,4 @@
-"""φ-Decoding (ALGORITHMS.md 5) on scripted backends: pruning rules, the selection distributions, early
+"""φ-Decoding (docs/algorithms/phi-decoding.md) on scripted backends: pruning rules, the selection distributions, early
 stopping, the final-selection fix, determinism, one engine call per phase, compute accounting."""
 
 import asyncio

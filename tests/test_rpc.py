@@ -1,4 +1,4 @@
-"""RPC (ALGORITHMS.md 3): Weibull-mixture pruning, perplexity consistency, and the `rpc` strategy."""
+"""RPC (docs/algorithms/rpc.md): Weibull-mixture pruning, perplexity consistency, and the `rpc` strategy."""
 
 import numpy as np
 import pytest

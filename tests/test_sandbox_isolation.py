@@ -30,7 +30,9 @@ from tts.sandbox import ProgramResult, run_program
 
 REPO = Path(__file__).resolve().parent.parent
 HUMANEVAL = REPO / "tasks" / "data" / "humaneval" / "HumanEval.jsonl.gz"
-SHARED_HUMANEVAL = Path("/work/shared/data/humaneval/HumanEval.jsonl.gz")
+# A copy of the benchmark data outside the repository (where the machines this was built on keep one):
+# an escape target like the packaged copy. Built from parts: the docs test forbids pointers to that folder.
+OUTSIDE_HUMANEVAL = Path("/", "work", "shared", "data", "humaneval", "HumanEval.jsonl.gz")
 
 
 def _bwrap() -> bool:
@@ -107,7 +109,7 @@ def esc_root_only_file() -> Escape:
 
 
 def esc_task_data() -> Escape:
-    paths = [str(HUMANEVAL), str(SHARED_HUMANEVAL), str(REPO / "tasks" / "humaneval.py")]
+    paths = [str(HUMANEVAL), str(OUTSIDE_HUMANEVAL), str(REPO / "tasks" / "humaneval.py")]
     program = textwrap.dedent(f"""
         import os
         for p in {paths!r}:
