@@ -1,7 +1,8 @@
 """HumanEval (164 Python problems): programs graded by the hidden tests in a sandbox.
 
 Selection may use only the examples in the prompt's own docstring (`Problem.public_tests`); the
-hidden `test` code lives in the `Reference` and reaches only the oracle (docs/architecture.md, "Never leak the reference").
+hidden `test` code lives in the `Reference` and reaches only the oracle
+(docs/architecture.md, "Never leak the reference").
 """
 
 from __future__ import annotations

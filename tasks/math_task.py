@@ -1,4 +1,7 @@
-"""The answer space shared by math tasks: extract the final answer, compare by equivalence (docs/algorithms/math-answers.md)."""
+"""The answer space shared by math tasks: extract the final answer, compare by equivalence.
+
+The rules: docs/algorithms/math-answers.md.
+"""
 
 from __future__ import annotations
 
