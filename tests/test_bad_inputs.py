@@ -242,6 +242,9 @@ BAD_INPUTS: list[Row] = [
     Row("import-missing-gguf", ["models", "import", "/no/such.gguf"], "GGUF file not found: /no/such.gguf"),
     Row("import-text-named-gguf", ["models", "import", "{tmp}/m.gguf", "--name", "bad-input-test"],
         "is not a complete GGUF file", write("m.gguf", "hello, not a model\n")),
+    Row("pull-unknown-model", ["models", "pull", "no-such-model"], "unknown model 'no-such-model' to pull; pullable:"),
+    Row("pull-from-missing-folder", ["models", "pull", "qwen2.5-coder-0.5b", "--from", "{tmp}/no-wheels"],
+        "--from folder not found"),
     # ---- scale and report ------------------------------------------------------------------------
     Row("scale-no-such-run", ["scale", "/no/such/run"], "run folder not found"),
     Row("scale-not-a-run-folder", ["scale", "{tmp}"], "is not a run folder with samples"),

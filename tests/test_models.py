@@ -21,7 +21,7 @@ import pytest
 
 from tts import models
 from tts.errors import UserError
-from tts.models import DEFAULT_MODEL, convert_gguf, resolve_model
+from tts.models import DEFAULT_MODEL, convert, convert_gguf, resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,7 +115,7 @@ def test_default_is_served_from_the_cache_without_converting(cache, monkeypatch)
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
     (folder / "model.safetensors").write_bytes(b"")
-    monkeypatch.setattr(models, "_convert_into", lambda *a, **k: pytest.fail("converted again"))
+    monkeypatch.setattr(convert, "convert_into", lambda *a, **k: pytest.fail("converted again"))
     assert resolve_model(None) == str(folder.resolve())
     assert resolve_model(DEFAULT_MODEL) == str(folder.resolve())
 
@@ -160,7 +160,12 @@ def write_tiny_gguf(path: Path, arch: str):
     import gguf
     import numpy as np
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     merges = ["Ġ t", "h e", "Ġt he", "Ġ a", "i n"]
     tokens = list(_bytes_to_unicode().values()) + ["Ġt", "he", "Ġthe", "Ġa", "in"]
@@ -284,20 +289,20 @@ def test_resolve_gguf_converts_once_into_the_cache(tmp_path, cache):
 def test_a_crashed_conversion_leaves_nothing_that_looks_valid(tmp_path, cache, monkeypatch):
     src = tmp_path / "t.gguf"
     write_tiny_gguf(src, "qwen2")
-    real = models._convert_into
+    real = convert.convert_into
 
     def crash(source, out, progress, model_name=None):
         (out / "config.json").write_text("{}")
         (out / "model.safetensors").write_bytes(b"half")
         raise KeyboardInterrupt  # e.g. Ctrl-C mid-way
 
-    monkeypatch.setattr(models, "_convert_into", crash)
+    monkeypatch.setattr(convert, "convert_into", crash)
     with pytest.raises(KeyboardInterrupt):
         resolve_model(str(src), progress=lambda m: None)
     assert list((cache / "models").iterdir()) == []
 
     # A leftover from a process killed outright is cleared by the next conversion of that name.
-    monkeypatch.setattr(models, "_convert_into", real)
+    monkeypatch.setattr(convert, "convert_into", real)
     first = Path(resolve_model(str(src), progress=lambda m: None))
     stale = first.parent / f".tmp-{first.name}-killed"
     stale.mkdir()
@@ -417,7 +422,7 @@ def test_default_model_converts_and_generates_like_the_gguf(default_model, tmp_p
 def test_default_model_is_reused(default_model, monkeypatch):
     root, folder, _ = default_model
     monkeypatch.setenv("TTS_CACHE_DIR", str(root))
-    monkeypatch.setattr(models, "_convert_into", lambda *a, **k: pytest.fail("converted again"))
+    monkeypatch.setattr(convert, "convert_into", lambda *a, **k: pytest.fail("converted again"))
     assert resolve_model(None) == str(folder)
 
 

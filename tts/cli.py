@@ -229,15 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list strategies, tasks, verifiers and backends").set_defaults(func=cmd_list)
 
-    mo = sub.add_parser("models", help="list the models usable here; `tts models import` converts a GGUF file")
-    mo.set_defaults(func=cmd_models_list)
-    mo_sub = mo.add_subparsers(dest="models_command", parser_class=_Parser)
-    mo_sub.add_parser("list", help="the built-in default and every converted model in the cache").set_defaults(
-        func=cmd_models_list)
-    imp = mo_sub.add_parser("import", help="convert a llama/qwen2 GGUF file (or its parts, in order) into the cache")
-    imp.add_argument("files", nargs="+", help="the .gguf file, or its parts in order (they are concatenated)")
-    imp.add_argument("--name", default=None, help="name for --model (default: the file's stem, lower-cased)")
-    imp.set_defaults(func=cmd_models_import)
+    from tts.models.commands import register as register_models
+
+    register_models(sub)
 
     from tts.study_cli import register as register_studies
 
