@@ -19,47 +19,39 @@ LARGER cluster b ~ softmax(A/tau). The reference code indexes the wrong cluster 
 larger one; this implements the intended rule, as the spec asks. An empty pool picks b ~ softmax(-A/tau)
 over all beams (the sign as in the reference code); a failed clustering, b ~ softmax(A/tau) over all.
 
-Decisions where the spec is silent:
-- Finished answers. The reference has no notion of one. Here a candidate step ends the answer when it
-  holds the answer pattern or end marker (tts.stepwise), the engine reports EOS, or its rollout comes back
-  empty (the model stopped right after the step). It needs no rollout: its foresight path is the step
-  itself, F = the step's mlogp. A chosen finished candidate freezes its beam: later steps expand only the
-  open beams (the width shrinks), and the loop ends when none is open. In the final selection a frozen
-  beam's completion is its last step and its advantage the one it was chosen with.
-- The cluster-agreement stop looks at the current step only (the origin script's flag, once set, stays
-  set for the rest of the problem); no clustering at a step means no agreement at that step.
-- Sampling without replacement is successive sampling (Gumbel-top-k on log-probabilities): exact, and
-  safe where softmax weights underflow to zero (caution 3).
-- Final selection: when the two clusters are the same size, b is drawn from both together.
-- `n` (the common budget option) is not used: the budget is beams x candidates x steps and the token
-  caps. Compare with self-consistency at matched tokens (info["compute"]).
-- Temperatures: steps 0.6, rollouts and final completions 1.0 (vLLM's default, as in the reference);
-  top_p and seeding come from the context's sampling settings, its temperature and max_tokens do not.
-- Candidates are the M final answers (text = initial prefix + steps + completion); confidence is the
-  share of them whose answer is equivalent to the chosen one.
+Decisions where the paper is silent (finished answers, the one-step cluster-agreement stop, successive
+sampling, the unused `n`, the temperatures): docs/algorithms/phi-decoding.md.
+Candidates are the M final answers (text = initial prefix + steps + completion); confidence is the
+share of them whose answer is equivalent to the chosen one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from pydantic import Field, model_validator
-from scipy.special import log_softmax
+from tts.strategies.phi_selection import (
+    FinalSelection,
+    Selection,
+    WidthPruning,
+    choose_final,
+    choose_next,
+    width_prune,
+)
 
 from tts.clustering import (
     DEFAULT_EMBEDDING_MODEL,
     ClusteringError,
     ClusteringMethod,
-    cluster_shares,
     cluster_texts,
     require_embeddings,
 )
+from tts.selection import group_answers
 from tts.stepwise import (
     DEFAULT_ANSWER_PATTERN,
     DEFAULT_DELIMITER,
@@ -75,14 +67,22 @@ from tts.stepwise import (
     with_request_seeds,
 )
 from tts.strategy import Strategy, StrategyConfig, StrategyContext
-from tts.types import Candidate, GenerationRequest, Problem, Result, Sample, SamplingConfig, Usage, finite_or_none
-from tts.selection import group_answers
+from tts.types import (
+    Candidate,
+    GenerationRequest,
+    Problem,
+    Result,
+    Sample,
+    SamplingConfig,
+    Usage,
+    finite_or_none,
+)
 
 PHASES = ("steps", "foresight", "final")
 
 
 class PhiDecodingConfig(StrategyConfig):
-    """Defaults are the origin script's (docs/algorithms/phi-decoding.md)."""
+    """Defaults are the origin script's (docs/algorithms/phi-decoding.md, "Defaults and options")."""
 
     n: int = Field(8, ge=1, description="not used by φ-Decoding: its budget is beams x candidates x steps")
     beams: int = Field(4, ge=1, description="M (step_beam_size): beams kept per step")
@@ -117,124 +117,6 @@ class PhiDecodingConfig(StrategyConfig):
         return self
 
 
-# ----------------------------------------------------------------------------- selection math (pure)
-
-
-def sample_without_replacement(log_weights: Sequence[float], k: int, rng: random.Random) -> list[int]:
-    """k distinct indices drawn one after another, each with probability proportional to its weight among
-    those left (Gumbel-top-k). Weights that underflow to zero (log -inf) come last, so k distinct indices
-    come back whenever k <= len(log_weights)."""
-    if k > len(log_weights):
-        raise ValueError(f"cannot draw {k} distinct items from {len(log_weights)}")
-    keys = []
-    for lw in log_weights:
-        u = rng.random()
-        while u == 0.0:
-            u = rng.random()
-        keys.append(lw - math.log(-math.log(u)))
-    return sorted(range(len(keys)), key=lambda i: keys[i], reverse=True)[:k]
-
-
-@dataclass
-class WidthPruning:
-    kept: list[int]
-    added_back: list[int]
-    mu: float
-    sigma: float
-    threshold: float
-
-
-def width_prune(mlogps: Sequence[float], sigma_rate: float, tau: float, width: int, rng: random.Random) -> WidthPruning:
-    """Keep candidates with step mlogp > mu - sigma_rate*sigma; top up to `width` from the dropped ones,
-    drawn without replacement with softmax(mlogp/tau)."""
-    x = np.asarray(mlogps, dtype=float)
-    mu, sigma = float(x.mean()), float(x.std())
-    threshold = mu - sigma_rate * sigma
-    kept = [i for i in range(len(x)) if x[i] > threshold]
-    dropped = [i for i in range(len(x)) if x[i] <= threshold]
-    added: list[int] = []
-    if len(kept) < width:
-        picks = sample_without_replacement(log_softmax(x[dropped] / tau), width - len(kept), rng)
-        added = sorted(dropped[p] for p in picks)
-    return WidthPruning(sorted(kept + added), added, mu, sigma, threshold)
-
-
-@dataclass
-class Selection:
-    chosen: list[int]  # indices into the candidates the selection saw
-    mode: str  # "joint" (clustered pool), "advantage: small pool", "advantage: clustering failed"
-    probabilities: list[float]  # first-draw probability of each candidate (0 outside the pool)
-    alignment: list[float | None]  # cluster share of each pool member's path, None outside the pool
-    cluster_shares: list[float] = field(default_factory=list)
-    early_stop: bool = False
-
-
-def choose_next(
-    advantages: Sequence[float],
-    pool: Sequence[int],
-    labels: Sequence[int] | None,
-    width: int,
-    tau: float,
-    threshold: float,
-    rng: random.Random,
-) -> Selection:
-    """Step 4 of the procedure: `width` candidates from the joint distribution over the clustered pool,
-    or from softmax(A/tau) over all candidates when the pool is smaller than the width or clustering failed."""
-    a = np.asarray(advantages, dtype=float)
-    if len(pool) < width or labels is None:
-        log_p = log_softmax(a / tau)
-        mode = "advantage: small pool" if len(pool) < width else "advantage: clustering failed"
-        chosen = sample_without_replacement(log_p, width, rng)
-        return Selection(chosen, mode, np.exp(log_p).tolist(), [None] * len(a))
-    shares = cluster_shares(labels)
-    ratio = shares[np.asarray(labels, dtype=int)]
-    p = (np.exp(log_softmax(ratio)) + np.exp(log_softmax(a[list(pool)] / tau))) / 2
-    picks = sample_without_replacement(np.log(p), width, rng)
-    probabilities = [0.0] * len(a)
-    alignment: list[float | None] = [None] * len(a)
-    for j, i in enumerate(pool):
-        probabilities[i] = float(p[j])
-        alignment[i] = float(ratio[j])
-    return Selection(
-        chosen=[pool[j] for j in picks],
-        mode="joint",
-        probabilities=probabilities,
-        alignment=alignment,
-        cluster_shares=shares.tolist(),
-        early_stop=bool(shares.max() > threshold),
-    )
-
-
-@dataclass
-class FinalSelection:
-    chosen: int
-    mode: str  # "larger cluster", "negative advantage: empty pool", "advantage: clustering failed"
-    probabilities: list[float]  # probability of each beam
-    members: list[int]  # beams the choice was drawn from
-
-
-def choose_final(
-    advantages: Sequence[float], pool: Sequence[int], labels: Sequence[int] | None, tau: float, rng: random.Random
-) -> FinalSelection:
-    """The final pick: softmax(A/tau) within the larger k-means cluster of the pool (both when tied); an
-    empty pool draws from softmax(-A/tau) over all beams, a failed clustering from softmax(A/tau) over all."""
-    a = np.asarray(advantages, dtype=float)
-    if not pool:
-        members, log_p, mode = list(range(len(a))), log_softmax(-a / tau), "negative advantage: empty pool"
-    elif labels is None:
-        members, log_p, mode = list(range(len(a))), log_softmax(a / tau), "advantage: clustering failed"
-    else:
-        sizes = np.bincount(np.asarray(labels, dtype=int))
-        largest = set(np.flatnonzero(sizes == sizes.max()).tolist())
-        members = [b for b, label in zip(pool, labels) if int(label) in largest]
-        log_p, mode = log_softmax(a[members] / tau), "larger cluster"
-    (pick,) = sample_without_replacement(log_p, 1, rng)
-    probabilities = [0.0] * len(a)
-    for b, lp in zip(members, log_p):
-        probabilities[b] = float(np.exp(lp))
-    return FinalSelection(members[pick], mode, probabilities, members)
-
-
 # ----------------------------------------------------------------------------- the search
 
 
@@ -255,6 +137,79 @@ class CandidateStep:
     rolled_out: bool = False
     rollout_tokens: int = 0
     advantage: float | None = None
+    kept_at: int | None = None  # index among the kept candidates (None: pruned in width)
+    pool_at: int | None = None  # index in the selection pool
+    chosen: bool = False
+
+    def record(self, labels: Sequence[int] | None, sel: Selection) -> CandidateRecord:
+        j, kept = self.kept_at, self.kept_at is not None
+        return CandidateRecord(
+            beam=self.beam, step=self.step.text, step_mlogp=finite_or_none(self.step.mean_logprob),
+            step_tokens=self.step.token_count, finished=self.step.finished, kept=kept,
+            foresight_mlogp=finite_or_none(self.value) if kept else None, foresight_tokens=self.rollout_tokens,
+            advantage=finite_or_none(self.advantage) if kept else None, in_pool=self.pool_at is not None,
+            cluster=labels[self.pool_at] if labels is not None and self.pool_at is not None else None,
+            alignment=sel.alignment[j] if j is not None else None,
+            probability=sel.probabilities[j] if j is not None else None, chosen=self.chosen)
+
+
+# ----------------------------------------------------------------------------- step records (info["steps"])
+
+
+@dataclass
+class CandidateRecord:
+    """One candidate step; the foresight fields are None for a candidate pruned in width."""
+
+    beam: int
+    step: str
+    step_mlogp: float | None
+    step_tokens: int
+    finished: bool
+    kept: bool
+    foresight_mlogp: float | None
+    foresight_tokens: int
+    advantage: float | None
+    in_pool: bool
+    cluster: int | None
+    alignment: float | None
+    probability: float | None
+    chosen: bool
+
+
+@dataclass
+class WidthRecord:
+    mu: float | None
+    sigma: float | None
+    threshold: float | None
+    pruned: int
+    added_back: int
+
+
+@dataclass
+class SelectionRecord:
+    mode: str
+    cluster_shares: list[float]
+    early_stop: bool
+
+
+@dataclass
+class BeamRecord:
+    parent: int | None  # slot of the beam it extends; None for a beam frozen earlier
+    steps: int
+    finished: bool
+    value: float | None
+
+
+@dataclass
+class StepRecord:
+    step: int
+    width: int
+    candidates: list[CandidateRecord]
+    width_pruning: WidthRecord
+    rollouts: int
+    selection: SelectionRecord
+    beams: list[BeamRecord]
+    depth_stop: str | None
 
 
 class PhiDecoding(Strategy):
@@ -281,7 +236,7 @@ class _Search:
         self.problem = problem
         self.ctx = ctx
         self.phase_usage = {phase: Usage() for phase in PHASES}
-        self.records: list[dict[str, Any]] = []
+        self.records: list[StepRecord] = []
 
     # ---- engine and clustering --------------------------------------------------------------
     def _sampling(self, n: int, temperature: float, max_tokens: int) -> SamplingConfig:
@@ -342,6 +297,8 @@ class _Search:
             width_info = WidthPruning(list(range(len(cands))), [], float(np.mean(mlogps)), float(np.std(mlogps)),
                                       -math.inf)
         kept = [cands[i] for i in width_info.kept]
+        for j, c in enumerate(kept):
+            c.kept_at = j
 
         # 3. foresight
         to_roll = [c for c in kept if not c.step.finished]
@@ -363,9 +320,13 @@ class _Search:
         advantages = [c.advantage for c in kept]
         pool = [i for i, c in enumerate(kept)
                 if c.path.strip() and (c.advantage > 0 or not cfg.positive_advantage_only)]
+        for p, i in enumerate(pool):
+            kept[i].pool_at = p
         labels = await self._cluster([kept[i].path for i in pool], cfg.clusters) if len(pool) >= width else None
         sel = choose_next(advantages, pool, labels, width, cfg.tau, cfg.depth_threshold, rng)
         chosen = [kept[i] for i in sel.chosen]
+        for c in chosen:
+            c.chosen = True
         successors = iter(Beam(beams[c.beam].state.extend(c.step), c.value, c.advantage, c.path) for c in chosen)
         new_beams = [next(successors) if slot in open_slots else b for slot, b in enumerate(beams)]
 
@@ -377,8 +338,17 @@ class _Search:
             elif sel.early_stop and t + 1 >= cfg.min_depth_steps:
                 depth_stop = "cluster_agreement"
 
-        self.records.append(self._step_record(t, width, cands, width_info, kept, pool, labels, sel, chosen,
-                                              new_beams, open_slots, depth_stop))
+        parents = iter(c.beam for c in chosen)
+        self.records.append(StepRecord(
+            step=t, width=width, candidates=[c.record(labels, sel) for c in cands],
+            width_pruning=WidthRecord(finite_or_none(width_info.mu), finite_or_none(width_info.sigma),
+                                      finite_or_none(width_info.threshold), pruned=len(cands) - len(kept),
+                                      added_back=len(width_info.added_back)),
+            rollouts=sum(c.rolled_out for c in kept),
+            selection=SelectionRecord(sel.mode, sel.cluster_shares, sel.early_stop),
+            beams=[BeamRecord(next(parents) if slot in open_slots else None, b.state.depth, b.state.finished,
+                              finite_or_none(b.value)) for slot, b in enumerate(new_beams)],
+            depth_stop=depth_stop))
         return new_beams, depth_stop
 
     # ---- final completion and selection -----------------------------------------------------
@@ -442,56 +412,16 @@ class _Search:
         return len(group) / len(candidates)
 
     # ---- records ----------------------------------------------------------------------------
-    def _step_record(self, t, width, cands, width_info, kept, pool, labels, sel, chosen, new_beams, open_slots,
-                     depth_stop) -> dict[str, Any]:
-        kept_at = {id(c): j for j, c in enumerate(kept)}
-        pool_at = {i: j for j, i in enumerate(pool)}
-        chosen_ids = {id(c) for c in chosen}
-        rows = []
-        for c in cands:
-            j = kept_at.get(id(c))
-            rows.append({
-                "beam": c.beam,
-                "step": c.step.text,
-                "step_mlogp": finite_or_none(c.step.mean_logprob),
-                "step_tokens": c.step.token_count,
-                "finished": c.step.finished,
-                "kept": j is not None,
-                "foresight_mlogp": finite_or_none(c.value) if j is not None else None,
-                "foresight_tokens": c.rollout_tokens,
-                "advantage": finite_or_none(c.advantage) if j is not None else None,
-                "in_pool": j is not None and j in pool_at,
-                "cluster": labels[pool_at[j]] if labels is not None and j is not None and j in pool_at else None,
-                "alignment": sel.alignment[j] if j is not None else None,
-                "probability": sel.probabilities[j] if j is not None else None,
-                "chosen": id(c) in chosen_ids,
-            })
-        parents = iter(c.beam for c in chosen)
-        return {
-            "step": t,
-            "width": width,
-            "candidates": rows,
-            "width_pruning": {"mu": finite_or_none(width_info.mu), "sigma": finite_or_none(width_info.sigma),
-                              "threshold": finite_or_none(width_info.threshold),
-                              "pruned": len(cands) - len(kept), "added_back": len(width_info.added_back)},
-            "rollouts": sum(c.rolled_out for c in kept),
-            "selection": {"mode": sel.mode, "cluster_shares": sel.cluster_shares, "early_stop": sel.early_stop},
-            "beams": [{"parent": next(parents) if slot in open_slots else None, "steps": b.state.depth,
-                       "finished": b.state.finished, "value": finite_or_none(b.value)}
-                      for slot, b in enumerate(new_beams)],
-            "depth_stop": depth_stop,
-        }
-
     def _summary(self, stop_reason, steps_run, final: FinalSelection, pool, labels, advantages) -> dict[str, Any]:
         cfg = self.cfg
-        candidates_total = sum(len(r["candidates"]) for r in self.records)
-        width_pruned = sum(r["width_pruning"]["pruned"] for r in self.records)
+        candidates_total = sum(len(r.candidates) for r in self.records)
+        width_pruned = sum(r.width_pruning.pruned for r in self.records)
         depth_pruned = cfg.max_steps - steps_run if stop_reason in ("identical_steps", "cluster_agreement") else 0
         compute = flops_report(self.ctx.usage, self.ctx.backend.parameter_count)
         compute["phases"] = {phase: u.model_dump(exclude={"verifier_calls", "wall_time"})
                              for phase, u in self.phase_usage.items()}
         return {
-            "steps": self.records,
+            "steps": [asdict(r) for r in self.records],
             "steps_run": steps_run,
             "stop_reason": stop_reason,
             "candidate_steps": candidates_total,
@@ -499,7 +429,7 @@ class _Search:
             "width_pruned_share": width_pruned / candidates_total if candidates_total else 0.0,
             "depth_pruned_steps": depth_pruned,
             "depth_pruned_share": depth_pruned / cfg.max_steps,
-            "rollouts": sum(r["rollouts"] for r in self.records),
+            "rollouts": sum(r.rollouts for r in self.records),
             "final": {"mode": final.mode, "pool": list(pool), "clusters": labels, "members": final.members,
                       "advantages": [finite_or_none(a) for a in advantages],
                       "probabilities": final.probabilities, "chosen": final.chosen},

@@ -11,8 +11,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tts.strategies.phi_decoding import (
-    PhiDecoding,
+from tts.strategies.phi_decoding import PhiDecoding
+from tts.strategies.phi_selection import (
     choose_final,
     choose_next,
     sample_without_replacement,
