@@ -61,3 +61,63 @@ def test_dtype_is_part_of_the_run_identity():
     assert _run_folder_name(base) != _run_folder_name({**base, "dtype": "bfloat16"})
     # runs made before --dtype existed keep their folder name (no dtype key in the identity)
     assert _run_folder_name(base) == _run_folder_name({k: v for k, v in base.items() if k != "dtype"})
+
+
+def test_task_and_backend_options_come_generically_and_through_the_shortcut_flags():
+    from tts.cli import _backend_options, _task_options, build_parser
+
+    parse = build_parser().parse_args
+    short = parse(["eval", "--task", "gsm8k", "--few-shot", "2", "--seed", "3"])
+    generic = parse(["eval", "--task", "gsm8k", "--task-option", "few-shot=2", "--seed", "3"])
+    assert _task_options(short) == _task_options(generic) == {"few_shot": 2, "seed": 3}
+    jsonl = parse(["eval", "--task", "jsonl", "--data-file", "qa.jsonl", "--task-option", "answer_field=solution"])
+    assert _task_options(jsonl) == {"data_file": "qa.jsonl", "answer_field": "solution", "seed": 0}
+    openai = parse(["eval", "--task", "gsm8k", "--backend", "openai", "--base-url", "http://h:1/v1",
+                    "--backend-option", "concurrency=8", "--max-retries", "2"])
+    assert _backend_options(openai) == {"base_url": "http://h:1/v1", "concurrency": 8, "max_retries": 2}
+    vllm = parse(["eval", "--task", "gsm8k", "--dtype", "bfloat16", "--backend-option", 'engine_kwargs={"a": 1}'])
+    assert _backend_options(vllm) == {"dtype": "bfloat16", "engine_kwargs": {"a": 1}, "seed": 0}
+
+
+def test_backend_options_that_change_the_answers_are_part_of_the_run_identity():
+    from tts.cli import _backend_identity, _run_folder_name
+
+    # timeouts, retries, memory do not change what is generated; dtype and seed are identity keys already
+    assert _backend_identity("openai", {"base_url": "http://h/v1", "request_timeout": 5, "max_retries": 0}) == {}
+    assert _backend_identity("vllm", {"dtype": "float16", "seed": 1, "kv_cache_gb": 8}) == {}
+    assert _backend_identity("openai", {"send_seed": False}) == {"send_seed": False}
+    assert _backend_identity("vllm", {"engine_kwargs": {"quantization": "fp8"}}) == {
+        "engine_kwargs": {"quantization": "fp8"}}
+    base = {"task": "gsm8k", "task_options": {"seed": 0}, "strategy": "self-consistency",
+            "strategy_options": {"n": 4}, "model": None, "backend": "openai", "sampling": {}, "seed": 0, "dtype": None}
+    assert _run_folder_name(base) != _run_folder_name({**base, "backend_options": {"send_seed": False}})
+    assert _run_folder_name(base) == _run_folder_name({**base, "backend_options": {}})  # older runs keep their name
+    from tts.runs import IDENTITY_KEYS
+
+    assert {"task_options", "backend_options"} <= set(IDENTITY_KEYS)
+
+
+def test_list_shows_the_declared_options_of_tasks_and_backends(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "options (--task-option KEY=VALUE): data_dir=None, seed=0, few_shot=0" in out
+    assert "data_file=None, question_field='question'" in out
+    assert "options (--backend-option KEY=VALUE): base_url='http://127.0.0.1:8000/v1'" in out
+    assert "kv_cache_gb=2" in out
+
+
+def test_lower_layers_never_import_the_api():
+    """The builders live in tts.registry; only the package's front door, the API and the CLI use tts.api."""
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    allowed = {"tts/__init__.py", "tts/api.py", "tts/cli.py"}
+    offenders = []
+    for folder in ("tts", "strategies", "tasks", "verifiers"):
+        for path in (root / folder).rglob("*.py"):
+            rel = path.relative_to(root).as_posix()
+            lines = path.read_text().splitlines()
+            if rel not in allowed and any(line.lstrip().startswith(("from tts.api ", "import tts.api",
+                                                                    "from tts import api")) for line in lines):
+                offenders.append(rel)
+    assert not offenders, f"these modules import tts.api (use tts.registry): {offenders}"
