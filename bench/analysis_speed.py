@@ -3,7 +3,7 @@
     python bench/analysis_speed.py [--problems 1319] [--n 64] [--draws 200] [--rpc-fits F] [--workers W] [--verifier]
 
 The pool is written as a real run folder (config.json naming the gsm8k task, samples.jsonl,
-results.jsonl through tts.runs.RunFolder) and analysed by `tts.scaling.study_run`, so the time
+results.jsonl through tts.runs.RunFolder) and analysed by `tts.study.study_run`, so the time
 includes reading, grouping with the task's own answer equivalence, every selector (RPC's Weibull
 fits included), the bootstrap and the fits. Answers look like GSM8K outputs: one correct number
 per problem, a few popular wrong numbers (many duplicates), the same value written differently
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tts.runs import RunFolder
-from tts.scaling import DEFAULT_DRAWS, study_run
+from tts.study import DEFAULT_DRAWS, study_run
 from tts.types import Candidate, Result, Verdict
 
 

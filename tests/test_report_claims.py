@@ -1,8 +1,7 @@
 """report.md makes no claim the data cannot carry: nothing solved, everything solved, unresolved intervals."""
 
 from tests.test_scaling import make_pool
-from tts import report
-from tts.scaling import Curve, Point, ScalingFile, study_pools
+from tts.study import Curve, Point, ScalingFile, report, study_pools
 
 
 def markdown(pools, bootstrap=200):

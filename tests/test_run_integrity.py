@@ -18,7 +18,7 @@ from tts.backends.scripted import ScriptedBackend
 from tts.errors import UserError
 from tts.runner import MAX_FAILURES_IN_A_ROW, ProblemsFailed, evaluate
 from tts.runs import RunFolder
-from tts.scaling import read_run
+from tts.study import read_run
 from tts.types import GenerationRequest, SamplingConfig
 
 

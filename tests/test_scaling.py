@@ -1,4 +1,4 @@
-"""The scaling study (tts.scaling), its outputs (tts.report) and `tts scale` / `tts report` (tts.study_cli)."""
+"""The scaling study (tts.study), its outputs (tts.study.report) and `tts scale` / `tts report` (tts.study_cli)."""
 
 import argparse
 import itertools
@@ -7,11 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from tts import report, scaling, selectors, study_cli
+from tts import selection, study_cli
+from tts import study as study_pkg
 from tts.errors import UserError
 from tts.runs import RunFolder
-from tts.scaling import ProblemPool, ScalingFile, Subsets, study_pools, study_run
-from tts.selectors import Groups
+from tts.selection import Groups, Selection
+from tts.study import ProblemPool, ScalingFile, Subsets, report, study_pools, study_run
+from tts.study.credits import rpc_credits, rpc_settle
+from tts.study.stats import fit_power_law, flaws_accuracy
+from tts.study.study import MIN_RPC_FITS, _problem_rng, auto_rpc_fits
 from tts.types import Candidate, Result, Verdict
 
 # ================================================================================================ helpers
@@ -46,17 +50,17 @@ def random_pool(rng, n, pid="p", with_scores=False):
     return make_pool(answers, "1", lps, texts=texts, scores=scores, pid=pid)
 
 
-def scalar_credit(pool, row, name, min_paths=selectors.MIN_PATHS_TO_PRUNE):
-    """The credit of the scalar selector (tts.selectors) on one subset: what the study must reproduce."""
+def scalar_credit(pool, row, name, min_paths=selection.MIN_PATHS_TO_PRUNE):
+    """The credit of the scalar selector (tts.selection) on one subset: what the study must reproduce."""
     groups = pool.groups.subset(row)
     lp = pool.mean_logprob[row]
     picks = {
-        "majority": lambda: selectors.majority(groups),
-        "prob-weighted-vote": lambda: selectors.weighted_vote(groups, np.exp(lp)),
-        "perplexity": lambda: selectors.perplexity(lp),
-        "best-of-n": lambda: selectors.best_of_n(pool.score[row], lp),
-        "score-weighted-vote": lambda: selectors.weighted_vote(groups, pool.score[row]),
-        "rpc": lambda: selectors.rpc(groups, lp, texts=pool.text_id[row].tolist(), min_paths=min_paths),
+        "majority": lambda: selection.majority(groups),
+        "prob-weighted-vote": lambda: selection.weighted_vote(groups, np.exp(lp)),
+        "perplexity": lambda: selection.perplexity(lp),
+        "best-of-n": lambda: selection.best_of_n(pool.score[row], lp),
+        "score-weighted-vote": lambda: selection.weighted_vote(groups, pool.score[row]),
+        "rpc": lambda: selection.rpc(groups, lp, texts=pool.text_id[row].tolist(), min_paths=min_paths),
     }
     return picks[name]().credit(pool.correct[row])
 
@@ -132,21 +136,21 @@ def test_tokens_are_k_times_the_mean_tokens_per_sample():
 def test_vectorised_credits_equal_the_scalar_selectors_on_every_subset(seed):
     rng = np.random.default_rng(seed)
     pool = random_pool(rng, 9, with_scores=True)
-    study_selectors = {s.name: s for s in scaling.STUDY_SELECTORS}
+    study_selectors = {s.name: s for s in study_pkg.study_selectors()}
     for k in range(1, 10):
         idx = np.array(list(itertools.combinations(range(9), k)))
         for name in ("majority", "prob-weighted-vote", "perplexity", "best-of-n", "score-weighted-vote"):
             expected = [scalar_credit(pool, row, name) for row in idx]
             assert study_selectors[name].credits(pool, idx) == pytest.approx(expected, abs=1e-12), (name, k)
         expected = [scalar_credit(pool, row, "rpc") for row in idx]
-        assert scaling.rpc_credits(pool, idx) == pytest.approx(expected, abs=1e-12), ("rpc", k)
+        assert rpc_credits(pool, idx) == pytest.approx(expected, abs=1e-12), ("rpc", k)
 
 
 def test_rpc_settles_most_subsets_without_a_fit_and_never_wrongly():
     rng = np.random.default_rng(11)
     pool = random_pool(rng, 12)
     idx = Subsets(12, 300, rng).take(7)
-    credits, settled = scaling.rpc_settle(pool, idx, selectors.MIN_PATHS_TO_PRUNE)
+    credits, settled = rpc_settle(pool, idx, selection.MIN_PATHS_TO_PRUNE)
     assert settled.mean() > 0.5
     expected = np.array([scalar_credit(pool, row, "rpc") for row in idx[settled]])
     assert credits[settled] == pytest.approx(expected, abs=1e-12)
@@ -158,7 +162,7 @@ def test_rpc_study_counts_a_repeated_completion_once():
     lps = np.log([0.6, 0.6, 0.6, 0.55, 0.55, 0.1, 0.12, 0.11]).tolist()
     pool = make_pool(answers, "B", lps, texts=[0, 0, 0, 1, 2, 3, 4, 5])
     idx = np.arange(8)[None, :]
-    assert scaling.rpc_credits(pool, idx)[0] == 1.0  # B: 1.1 against A: 0.6, whatever is pruned
+    assert rpc_credits(pool, idx)[0] == 1.0  # B: 1.1 against A: 0.6, whatever is pruned
     assert scalar_credit(pool, idx[0], "rpc") == 1.0
     assert study_pools([pool], bootstrap=0).curve("rpc").at(8).value == 1.0
 
@@ -194,16 +198,16 @@ def test_rpc_fit_cap_is_reported_and_reproducible_and_exact_when_large():
     full = study_pools(pools, draws=60, rpc_fits=60, bootstrap=0, seed=5)
     assert full.timings["rpc_unsettled_subsets"] == full.timings["rpc_evaluated_subsets"]
     for j, k in enumerate(full.ks):  # with every unsettled subset fitted: the exact mean over the same draws
-        expected = np.mean([scaling.rpc_credits(pool, Subsets(12, 60, scaling._problem_rng(5, pool.problem_id))
+        expected = np.mean([rpc_credits(pool, Subsets(12, 60, _problem_rng(5, pool.problem_id))
                                                 .take(k)).mean() for pool in pools])
         assert full.curve("rpc").points[j].value == pytest.approx(expected, abs=1e-12)
 
 
 def test_auto_rpc_fits_follows_the_budget():
     small = [make_pool(["1"] * 16, "1", [-0.1] * 16, pid=str(i)) for i in range(50)]
-    assert scaling.auto_rpc_fits(small, [1, 2, 4, 8, 16], 200, 5) == 200
+    assert auto_rpc_fits(small, [1, 2, 4, 8, 16], 200, 5) == 200
     big = [make_pool(["1"] * 64, "1", [-0.1] * 64, pid=str(i)) for i in range(1319)]
-    assert scaling.auto_rpc_fits(big, [1, 2, 4, 8, 16, 32, 64], 200, 5) == scaling.MIN_RPC_FITS
+    assert auto_rpc_fits(big, [1, 2, 4, 8, 16, 32, 64], 200, 5) == MIN_RPC_FITS
 
 
 def test_first_passing_closed_form_equals_enumeration_over_orders():
@@ -213,7 +217,7 @@ def test_first_passing_closed_form_equals_enumeration_over_orders():
     study = study_pools([pool], bootstrap=0)
     for point in study.curve("first-passing").points:
         orders = list(itertools.permutations(range(5), point.k))
-        exact = np.mean([selectors.first_passing([passed[i] for i in o]).credit([pool.correct[i] for i in o])
+        exact = np.mean([selection.first_passing([passed[i] for i in o]).credit([pool.correct[i] for i in o])
                          for o in orders])
         assert point.value == pytest.approx(exact, abs=1e-12)
 
@@ -232,24 +236,24 @@ def test_workers_do_not_change_the_results():
 @pytest.mark.parametrize("a,b", [(-1.2, -0.4), (-3.0, -0.15), (-0.5, -0.9)])
 def test_power_law_fit_recovers_known_parameters(a, b):
     ks = [1, 2, 4, 8, 16, 32, 64, 128]
-    fit = scaling.fit_power_law(ks, [np.exp(a * k ** b) for k in ks])
+    fit = fit_power_law(ks, [np.exp(a * k ** b) for k in ks])
     assert fit.a == pytest.approx(a, rel=1e-6) and fit.b == pytest.approx(b, rel=1e-6)
     assert fit.r2 == pytest.approx(1.0, abs=1e-9)
     assert fit.predict(256) == pytest.approx(np.exp(a * 256 ** b), rel=1e-6)
 
 
 def test_power_law_fit_drops_points_at_zero_and_one():
-    assert scaling.fit_power_law([1, 2, 4], [0.0, 0.0, 1.0]) is None
-    fit = scaling.fit_power_law([1, 2, 4, 8, 16], [0.0, np.exp(-1.0 * 2 ** -0.5), np.exp(-1.0 * 4 ** -0.5),
+    assert fit_power_law([1, 2, 4], [0.0, 0.0, 1.0]) is None
+    fit = fit_power_law([1, 2, 4, 8, 16], [0.0, np.exp(-1.0 * 2 ** -0.5), np.exp(-1.0 * 4 ** -0.5),
                                                     np.exp(-1.0 * 8 ** -0.5), 1.0])
     assert fit.ks == [2, 4, 8] and fit.a == pytest.approx(-1.0, rel=1e-6)
 
 
 def test_flaws_accuracy_and_ceiling():
     p, f = 0.5, 0.2
-    assert scaling.flaws_accuracy(p, f, 1) == pytest.approx(p)
-    assert scaling.flaws_accuracy(p, f, 10_000) == pytest.approx(p / (p + (1 - p) * f))
-    assert scaling.flaws_accuracy(p, 0.0, 50) == pytest.approx(1.0)
+    assert flaws_accuracy(p, f, 1) == pytest.approx(p)
+    assert flaws_accuracy(p, f, 10_000) == pytest.approx(p / (p + (1 - p) * f))
+    assert flaws_accuracy(p, 0.0, 50) == pytest.approx(1.0)
 
 
 def test_verifier_study_measures_false_positives(tmp_path):
@@ -276,7 +280,7 @@ def test_study_of_a_run_folder_groups_once_and_caches_groups(tmp_path):
         return float(a) == float(b)
 
     first = study_run(folder, equivalent=counting, bootstrap=0)
-    assert calls and (folder / scaling.GROUPS_FILE).exists()
+    assert calls and (folder / study_pkg.GROUPS_FILE).exists()
     assert len(calls) == len(set(calls))  # each pair asked once
     calls.clear()
     second = study_run(folder, equivalent=counting, bootstrap=0)
@@ -287,7 +291,7 @@ def test_study_of_a_run_folder_groups_once_and_caches_groups(tmp_path):
 def test_bad_run_folders_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="not a run folder"):
         study_run(tmp_path)
-    with pytest.raises(UserError, match="at least 1"):
+    with pytest.raises(ValueError, match="at least 1"):  # flags are checked by the CLI; the library says which argument
         study_pools([make_pool(["1"], "1", [-0.1])], draws=0)
 
 
@@ -360,7 +364,7 @@ def test_report_rerenders_from_scaling_json_without_recomputing(tmp_path, monkey
     def refuse(*a, **kw):
         raise AssertionError("recomputed")
 
-    monkeypatch.setattr(scaling, "study_run", refuse)
+    monkeypatch.setattr(study_pkg, "study_run", refuse)
     assert run_cli(["report", str(folder)]) == 0
     assert (folder / "report.md").exists() and (folder / "scaling_k.png").exists()
     assert (folder / "scaling.json").read_text() == before
@@ -381,3 +385,50 @@ def test_command_errors_are_user_errors(argv, message, tmp_path):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     with pytest.raises(UserError, match=message):
         run_cli(argv)
+
+
+# ================================================================================================ plugin selectors
+
+
+class FirstSample(study_pkg.StudySelector):
+    """A plugin-style selector: only `select` (the study runs it on every subset), no vectorised credits."""
+
+    name, label, description = "first-sample", "the first sample", "the first sample, whatever it says"
+
+    def select(self, pool):
+        return Selection(chosen=0, tied=[0])
+
+
+def test_a_selector_registered_as_an_entry_point_appears_in_tts_scale(tmp_path, monkeypatch, capsys):
+    from importlib.metadata import EntryPoint
+
+    real = study_pkg.selectors.entry_points
+    plugin = EntryPoint(name="first-sample", value="tests.test_scaling:FirstSample", group="tts.selectors")
+    monkeypatch.setattr(study_pkg.selectors, "entry_points",
+                        lambda group: [*real(group=group), *([plugin] if group == "tts.selectors" else [])])
+    folder = write_run(tmp_path / "run", toy_problems())
+    assert run_cli(["scale", str(folder), "--bootstrap", "0"]) == 0
+    assert "first-sample=" in capsys.readouterr().out
+    studied = report.load_scaling(folder).studies[0]
+    assert [c.name for c in studied.selectors][:2] == ["majority", "rpc"]  # built-ins first, then plugins
+    curve = studied.curve("first-sample")
+    assert curve.label == "the first sample" and curve.draws is None  # 8 samples: every subset enumerated
+    pools = study_pkg.load_pools(RunFolder(folder)).pools
+    for point in curve.points:  # the subsets are enumerated in sorted order: the first is the smallest index
+        expected = np.mean([np.mean([pool.correct[s[0]] for s in itertools.combinations(range(pool.n), point.k)])
+                            for pool in pools])
+        assert point.value == pytest.approx(expected, abs=1e-12)
+    assert "first-sample" in (folder / "scaling.csv").read_text() and "the first sample" in (folder / "report.md").read_text()
+
+
+def test_register_adds_a_selector_for_this_process_and_select_matches_the_vectorised_credits(monkeypatch):
+    monkeypatch.setitem(study_pkg.selectors._runtime, "first-sample", FirstSample)
+    names = [s.name for s in study_pkg.study_selectors()]
+    assert names[-1] == "first-sample" and names[0] == "majority"
+    rng = np.random.default_rng(2)
+    pool = random_pool(rng, 7, with_scores=True)
+    idx = np.array(list(itertools.combinations(range(7), 3)))
+    for s in study_pkg.study_selectors():  # the default credits (select per subset) agree with the built-ins'
+        if s.name not in ("rpc", "first-passing", "first-sample"):
+            generic = study_pkg.StudySelector.credits(s, pool, idx)
+            assert s.credits(pool, idx) == pytest.approx(generic, abs=1e-12), s.name

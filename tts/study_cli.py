@@ -5,7 +5,9 @@
     tts report RUN_DIR
 
 `register(subparsers)` adds both to the `tts` parser; handlers return an exit code and raise
-`UserError` for bad input, which `tts.cli.main` prints as one line with exit code 2. numpy, scipy
+`UserError` for bad input, which `tts.cli.main` prints as one line with exit code 2. Flags are
+validated here (argparse types, `cmd_scale`), not in `tts.study`, whose functions take plain
+arguments. The curves are every study selector registered under the `tts.selectors` entry points. numpy, scipy
 and matplotlib are imported only when a command runs, so `tts --help` stays fast.
 """
 
@@ -55,7 +57,7 @@ def _unique_labels(paths: list[Path]) -> list[str]:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    from tts.scaling import ScalingFile, study_run
+    from tts.study import ScalingFile, study_run
 
     runs = [Path(r) for r in args.runs]
     for run in runs:
@@ -75,8 +77,8 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tts.report import JSON_NAME, load_scaling
-    from tts.scaling import ScalingFile, study_run
+    from tts.study import ScalingFile, study_run
+    from tts.study.report import JSON_NAME, load_scaling
 
     folder = Path(args.run)
     if not folder.is_dir():
@@ -90,7 +92,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _write(data, folder: Path, write_data: bool = True) -> list[Path]:
-    from tts.report import write_report
+    from tts.study.report import write_report
 
     try:
         return write_report(data, folder, write_data=write_data)

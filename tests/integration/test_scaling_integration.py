@@ -6,10 +6,10 @@ import pytest
 
 from tts.strategies.repeated_sampling import RepeatedSampling
 from tts.tasks.gsm8k import GSM8K
-from tts import report
+from tts.study import report
 from tts.runner import evaluate
 from tts.runs import RunFolder
-from tts.scaling import ScalingFile, study_run
+from tts.study import ScalingFile, study_run
 from tts.types import SamplingConfig
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Write a scaling study out: scaling.json, scaling.csv, PNG plots and report.md (DESIGN.md, "Layout").
+"""Write a scaling study out: scaling.json, scaling.csv, PNG plots and report.md (docs/architecture.md, "The run folder").
 
 Plots: coverage and every selector's accuracy against k (log-x, 95% bootstrap bands, the fitted
 power law dashed, the fLaws ceiling dotted when a selection verifier was present) and the same
@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.ticker import FuncFormatter
 
 from tts.errors import UserError
-from tts.scaling import Curve, ScalingFile, ScalingStudy
+from tts.study.schema import Curve, ScalingFile, ScalingStudy
 
 JSON_NAME = "scaling.json"
 CSV_NAME = "scaling.csv"

@@ -1,0 +1,192 @@
+"""A run folder's samples as per-problem pools: read once, answers grouped once (cached in groups.json).
+
+Answers are grouped with the task's equivalence (the task named in config.json), each distinct pair
+compared at most once, and the groups are cached in the run folder (`groups.json`, keyed by task
+and answers), so a second study of the same run does no comparison (delete the file to regroup,
+e.g. after the task's equivalence changed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tts.errors import UserError
+from tts.runs import RunFolder, read_config
+from tts.selection import Groups, verdict_passed, verdict_score
+from tts.types import Verdict
+
+GROUPS_FILE = "groups.json"
+
+
+@dataclass
+class ProblemPool:
+    """One problem's samples as arrays, grouped once."""
+
+    problem_id: str
+    groups: Groups
+    correct: np.ndarray          # bool per sample (oracle)
+    mean_logprob: np.ndarray     # float, NaN where missing
+    text_id: np.ndarray          # int: identical completion texts share an id (RPC's distinct paths)
+    tokens: np.ndarray           # completion tokens per sample
+    score: np.ndarray | None     # selection-verifier score (NaN where none); None: no sample has one
+    passed: np.ndarray | None    # bool: accepted by the selection verifiers; None: no sample has a flag
+    group_correct: np.ndarray = field(init=False)  # per group: share of its members the oracle accepts
+    p: np.ndarray = field(init=False)               # exp(mean log-prob), 0 where missing
+    rank: np.ndarray = field(init=False)            # best-of-n key: dense rank of (score, mean log-prob)
+
+    def __post_init__(self) -> None:
+        ids = self.groups.ids
+        G = self.groups.count
+        valid = ids >= 0
+        sizes = np.bincount(ids[valid], minlength=G)
+        hits = np.bincount(ids[valid], weights=self.correct[valid].astype(float), minlength=G)
+        self.group_correct = hits / np.maximum(sizes, 1)
+        has_p = np.isfinite(self.mean_logprob)
+        self.p = np.where(has_p, np.exp(np.where(has_p, self.mean_logprob, 0.0)), 0.0)
+        score = self.score if self.score is not None else np.full(self.n, np.nan)
+        keys = np.stack([np.nan_to_num(self.mean_logprob, nan=-np.inf), np.nan_to_num(score, nan=-np.inf)])
+        order = np.lexsort(keys)  # last key most significant: score, then mean log-prob
+        sorted_keys = keys[:, order]
+        step = np.r_[0, np.any(sorted_keys[:, 1:] != sorted_keys[:, :-1], axis=0).cumsum()]
+        self.rank = np.empty(self.n, dtype=np.int64)
+        self.rank[order] = step
+
+    @property
+    def n(self) -> int:
+        return len(self.correct)
+
+    @property
+    def has_p(self) -> np.ndarray:
+        return np.isfinite(self.mean_logprob)
+
+    def subset(self, row: Sequence[int] | np.ndarray) -> ProblemPool:
+        """The pool of the samples `row` only (answers regrouped from the ids, no equivalence call)."""
+        row = np.asarray(row, dtype=np.int64)
+        return ProblemPool(
+            problem_id=self.problem_id, groups=self.groups.subset(row), correct=self.correct[row],
+            mean_logprob=self.mean_logprob[row], text_id=self.text_id[row], tokens=self.tokens[row],
+            score=None if self.score is None else self.score[row],
+            passed=None if self.passed is None else self.passed[row])
+
+
+class _CachedEquivalence:
+    """The task's `equivalent`, each ordered pair asked once per process (it may call SymPy)."""
+
+    def __init__(self, equivalent: Callable[[str, str], bool]):
+        self.equivalent = equivalent
+        self.cache: dict[tuple[str, str], bool] = {}
+        self.calls = 0
+
+    def __call__(self, a: str, b: str) -> bool:
+        key = (a, b)
+        if key not in self.cache:
+            self.calls += 1
+            self.cache[key] = bool(self.equivalent(a, b))
+        return self.cache[key]
+
+
+def _answers_key(task_key: str, answers: Sequence[str | None]) -> str:
+    return hashlib.sha256(json.dumps([task_key, list(answers)]).encode()).hexdigest()[:16]
+
+
+def _selection_verdicts(row: dict[str, Any]) -> list[Verdict]:
+    return [Verdict(**v) for v in row.get("selection") or []]
+
+
+def read_run(run: RunFolder) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """config.json and the samples of every finished problem, in index order."""
+    if not run.config_path.exists() or not run.samples_path.exists():
+        raise UserError(f"{run.path} is not a run folder with samples (needs config.json and samples.jsonl)")
+    config = read_config(run.config_path)
+    finished = {r["problem_id"] for r in run.results()}
+    by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in run.samples():
+        if row["problem_id"] in finished:
+            by_problem[row["problem_id"]].append(row)
+    if not by_problem:
+        raise UserError(f"{run.path} has no finished problem with samples")
+    for rows in by_problem.values():
+        rows.sort(key=lambda r: r["index"])
+    return config, dict(by_problem)
+
+
+def task_equivalence(config: dict[str, Any]) -> Callable[[str, str], bool]:
+    """The answer equivalence of the task named in config.json (built through the registry)."""
+    from tts.registry import build_task
+
+    name = config.get("task")
+    if not name:
+        raise UserError("config.json names no task, so answers cannot be grouped")
+    return build_task(name, **(config.get("task_options") or {})).equivalent
+
+
+@dataclass
+class LoadedRun:
+    config: dict[str, Any]
+    pools: list[ProblemPool]
+    verifiers: list[str]
+    timings: dict[str, float]
+
+
+def load_pools(run: RunFolder, equivalent: Callable[[str, str], bool] | None = None,
+               use_cache: bool = True) -> LoadedRun:
+    """The run's problems as `ProblemPool`s, answers grouped once per problem (cached in groups.json)."""
+    config, by_problem = read_run(run)
+    eq = _CachedEquivalence(equivalent or task_equivalence(config))
+    grouping = 0.0
+    task_key = json.dumps([config.get("task"), config.get("task_options")], sort_keys=True)
+    cache_path = run.path / GROUPS_FILE
+    cache: dict[str, list[int]] = {}
+    if use_cache and cache_path.exists():
+        try:
+            cache = json.loads(cache_path.read_text()).get("groups", {})
+        except (json.JSONDecodeError, AttributeError):
+            cache = {}
+    fresh: dict[str, list[int]] = {}
+    pools, verifiers = [], set()
+    for pid, rows in by_problem.items():
+        answers = [r.get("answer") for r in rows]
+        key = _answers_key(task_key, answers)
+        if key in cache and len(cache[key]) == len(rows):
+            groups = Groups(np.asarray(cache[key], dtype=np.int64))
+        else:
+            started = time.perf_counter()
+            groups = Groups.of_answers(answers, eq)
+            grouping += time.perf_counter() - started
+        fresh[key] = groups.ids.tolist()
+        verdicts = [_selection_verdicts(r) for r in rows]
+        verifiers.update(v.verifier for vs in verdicts for v in vs)
+        pools.append(_pool(pid, rows, verdicts, groups))
+    if use_cache and set(fresh) != set(cache):
+        try:
+            cache_path.write_text(json.dumps({"note": "answer groups per problem, keyed by task and answers",
+                                              "groups": fresh}) + "\n")
+        except OSError:
+            pass  # a read-only run folder: the study still works, the next one groups again
+    return LoadedRun(config, pools, sorted(verifiers),
+                     {"grouping_seconds": grouping, "equivalence_calls": float(eq.calls)})
+
+
+def _pool(pid: str, rows: list[dict[str, Any]], verdicts: list[list[Verdict]], groups: Groups) -> ProblemPool:
+    texts: dict[str, int] = {}
+    scores = [verdict_score(v) for v in verdicts]
+    flags = [verdict_passed(v) for v in verdicts]
+    return ProblemPool(
+        problem_id=pid,
+        groups=groups,
+        correct=np.array([bool(r.get("correct")) for r in rows]),
+        mean_logprob=np.array([np.nan if r.get("mean_logprob") is None else float(r["mean_logprob"]) for r in rows]),
+        text_id=np.array([texts.setdefault(r.get("text", ""), len(texts)) for r in rows], dtype=np.int64),
+        tokens=np.array([int(r.get("completion_tokens") or 0) for r in rows]),
+        score=np.array([np.nan if s is None else s for s in scores]) if any(s is not None for s in scores) else None,
+        passed=np.array([f is True for f in flags]) if any(f is not None for f in flags) else None,
+    )
+

@@ -1,0 +1,109 @@
+"""The output schema of a scaling study: scaling.json is a `ScalingFile` (one `ScalingStudy` per run)."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from tts.selection import MIN_PATHS_TO_PRUNE
+
+
+class Point(BaseModel):
+    k: int
+    tokens: float = Field(description="mean completion tokens spent per problem at this k")
+    value: float
+    lo: float | None = Field(None, description="bootstrap 2.5% quantile over problems")
+    hi: float | None = Field(None, description="bootstrap 97.5% quantile over problems")
+
+
+class Curve(BaseModel):
+    name: str
+    label: str
+    draws: int | None = Field(None, description="random subsets per problem and k; None when exact")
+    note: str | None = None
+    points: list[Point]
+
+    def at(self, k: int) -> Point | None:
+        return next((p for p in self.points if p.k == k), None)
+
+
+class PowerLawFit(BaseModel):
+    """log C(k) = a * k**b (docs/algorithms/repeated-sampling.md), fitted on the grid points with 0 < C(k) < 1."""
+
+    a: float
+    b: float
+    r2: float | None
+    ks: list[int]
+    method: str
+
+    def predict(self, k: float | np.ndarray) -> float | np.ndarray:
+        return np.exp(self.a * np.power(k, self.b))
+
+
+class VerifierStudy(BaseModel):
+    """The selection verifier against the oracle, and the fLaws ceiling (docs/algorithms/repeated-sampling.md)."""
+
+    verifiers: list[str]
+    samples: int = Field(description="samples with a pass flag from the selection verifiers")
+    sample_accuracy: float = Field(description="p: share of those samples the oracle marks correct")
+    false_positive_rate: float | None = Field(description="f: share of incorrect samples the verifier accepts")
+    true_positive_rate: float | None = Field(description="share of correct samples it accepts (fLaws assumes 1)")
+    ceiling: float | None = Field(description="p / (p + (1 - p) f): accuracy of resampling as k grows without bound")
+    predicted: list[Point] = Field(description="fLaws Acc(k) = p/(p+q) [1 - (1-p-q)^k], q = (1-p) f")
+
+
+class ProblemCoverage(BaseModel):
+    problem_id: str
+    n: int
+    correct: int
+    pass_at_k: list[float] = Field(description="aligned with the study's ks")
+
+
+class StudySettings(BaseModel):
+    draws: int
+    rpc_fits: int
+    seed: int
+    bootstrap: int
+    k_max: int | None
+    min_paths: int = MIN_PATHS_TO_PRUNE
+
+
+class ScalingStudy(BaseModel):
+    run: str
+    label: str
+    task: str
+    model: str | None
+    strategy: str | None
+    problems: int
+    samples: int
+    n_min: int
+    n_max: int
+    ks: list[int]
+    mean_tokens_per_sample: float
+    coverage: Curve
+    selectors: list[Curve]
+    power_law: PowerLawFit | None
+    verifier: VerifierStudy | None
+    per_problem: list[ProblemCoverage]
+    settings: StudySettings
+    timings: dict[str, float] = Field(default_factory=dict)
+
+    def curve(self, name: str) -> Curve | None:
+        if name == "coverage":
+            return self.coverage
+        return next((c for c in self.selectors if c.name == name), None)
+
+    def smallest_k_reaching(self, name: str, target: float) -> int | None:
+        """Smallest grid k at which a curve's point estimate reaches `target` (None if it never does)."""
+        curve = self.curve(name)
+        if curve is None:
+            return None
+        return next((p.k for p in curve.points if p.value >= target - 1e-12), None)
+
+
+class ScalingFile(BaseModel):
+    """scaling.json: one study per run folder analysed together."""
+
+    version: int = 1
+    studies: list[ScalingStudy]
+
