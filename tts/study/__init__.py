@@ -5,10 +5,11 @@ k-subsets), `credits` (vectorised selector credits), `selectors` (the study-sele
 built-ins and the `tts.selectors` registry), `stats` (bootstrap, power law, fLaws), `study`
 (orchestration: `study_pools`, `study_run`) and `report` (files and plots).
 
-Everything comes from a run folder's `samples.jsonl` (docs/architecture.md, "Sample once, evaluate many");
-nothing is generated again. Docs (docs/algorithms/): repeated-sampling.md (pass@k, coverage, subsampled selector
-curves, exponentiated power-law fit, the fLaws ceiling of resampling with an imperfect verifier),
-self-consistency.md (majority vote), rpc.md (RPC, perplexity), best-of-n.md (best-of-N, weighted vote).
+Everything comes from a run folder's `samples.jsonl` (docs/architecture.md, "Sample once,
+evaluate many"); nothing is generated again. Docs (docs/algorithms/): repeated-sampling.md (pass@k,
+coverage, subsampled selector curves, exponentiated power-law fit, the fLaws ceiling of resampling
+with an imperfect verifier), self-consistency.md (majority vote), rpc.md (RPC, perplexity),
+best-of-n.md (best-of-N, weighted vote).
 
 How each number is computed, and what is exact:
 - coverage@k: the unbiased estimator per problem (exact), averaged over problems.

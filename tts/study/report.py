@@ -1,4 +1,5 @@
-"""Write a scaling study out: scaling.json, scaling.csv, PNG plots and report.md (docs/architecture.md, "The run folder").
+"""Write a scaling study out: scaling.json, scaling.csv, PNG plots and report.md
+(docs/architecture.md, "The run folder").
 
 Plots: coverage and every selector's accuracy against k (log-x, 95% bootstrap bands, the fitted
 power law dashed, the fLaws ceiling dotted when a selection verifier was present) and the same

@@ -22,7 +22,10 @@ def bootstrap_interval(values: np.ndarray, picks: np.ndarray) -> tuple[np.ndarra
 
 
 def fit_power_law(ks: Sequence[int], coverage: Sequence[float]) -> PowerLawFit | None:
-    """Exponentiated power law log C(k) = a k^b (docs/algorithms/repeated-sampling.md); None with fewer than two usable points."""
+    """Exponentiated power law log C(k) = a k^b; None with fewer than two usable points.
+
+    docs/algorithms/repeated-sampling.md.
+    """
     k = np.asarray(ks, dtype=float)
     c = np.asarray(coverage, dtype=float)
     use = (c > 0) & (c < 1)
