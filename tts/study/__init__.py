@@ -32,8 +32,9 @@ How each number is computed, and what is exact:
   standing for all of them (stratified: unbiased; each fit costs milliseconds). By default
   `rpc_fits` is sized so a study runs about RPC_FIT_BUDGET fits (every unsettled subset for a
   50-problem pool; 2 per problem and k for 1319 x 64: on a synthetic 300 x 64 pool, 2 instead of
-  200 moved RPC@k by at most 0.005 against bootstrap intervals 0.09 wide, at 1/20 of the time). The curve's `note` and `timings` say how many subsets
-  needed a fit and how many were run; with `rpc_fits >= draws` RPC is as exact as the others.
+  200 moved RPC@k by at most 0.005 against bootstrap intervals 0.09 wide, at 1/20 of the time). The
+  curve's `note` and `timings` say how many subsets needed a fit and how many were run; with
+  `rpc_fits >= draws` RPC is as exact as the others.
 - `workers` > 1 spreads problems over processes (results do not depend on the count).
 - intervals: percentile bootstrap over problems (95%), on per-problem values.
 - tokens at k: k x mean completion tokens per sample (pooled), so curves can be drawn against tokens.

@@ -57,7 +57,8 @@ def flaws_accuracy(p: float, f: float, k: np.ndarray | int) -> np.ndarray:
     return p / (p + q) * (1 - np.power(1 - p - q, np.asarray(k, dtype=float)))
 
 
-def verifier_study(pools: list[ProblemPool], verifiers: list[str], ks: list[int], tokens: float) -> VerifierStudy | None:
+def verifier_study(pools: list[ProblemPool], verifiers: list[str], ks: list[int],
+                   tokens: float) -> VerifierStudy | None:
     flagged = [pool for pool in pools if pool.passed is not None]
     if not flagged:
         return None
