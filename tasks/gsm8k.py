@@ -46,6 +46,7 @@ class GSM8K(MathAnswerTask):
     name = "gsm8k"
     description = "GSM8K grade-school math (1319 test problems), numeric answer, zero- or few-shot"
     Options = GSM8KOptions
+    options: GSM8KOptions
 
     @property
     def few_shot(self) -> int:

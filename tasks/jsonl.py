@@ -30,6 +30,7 @@ class JSONLTask(MathAnswerTask):
     name = "jsonl"
     description = "any JSONL file or HF dataset of question/answer records (--data-file), math grading"
     Options = JSONLOptions
+    options: JSONLOptions
 
     def __init__(self, **options: Any):
         super().__init__(**options)

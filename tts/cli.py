@@ -297,7 +297,7 @@ def _backend_identity(name: str, options: dict[str, Any]) -> dict[str, Any]:
     validated = registry.validate_options("backends", name, options)
     if validated is None:
         return {}
-    outside = getattr(validated, "outside_identity", frozenset())
+    outside: frozenset[str] = getattr(validated, "outside_identity", frozenset())
     return {k: v for k, v in validated.model_dump(mode="json", exclude_unset=True).items() if k not in outside}
 
 

@@ -102,6 +102,7 @@ class ToyTask(Task):
     description = "toy arithmetic: problem i has the answer i * 10 (for tests)"
     kind = "math"
     Options = ToyTaskOptions
+    options: ToyTaskOptions
 
     def __init__(self, size: int = 5, selection: list[Verifier] | None = None, **options: Any):
         super().__init__(size=size, **options)
