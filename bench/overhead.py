@@ -102,7 +102,7 @@ def main() -> None:
     base = best["direct"][0]
     print(f"\n{args.problems} GSM8K prompts x n={args.n} x {args.max_tokens} tokens, best of {args.rounds} rounds")
     print(f"{'path':<10} {'tok/s':>7} {'ratio':>6}  where the time goes")
-    for name, (rate, tokens, secs, stats) in best.items():
+    for name, (rate, _tokens, secs, stats) in best.items():
         where = ""
         if stats:
             inside = stats["step_seconds"]

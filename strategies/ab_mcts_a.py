@@ -23,7 +23,8 @@ class ABMCTSAConfig(TreeSearchConfig):
 
 class ABMCTSA(TreeSearchStrategy):
     name = "ab-mcts-a"
-    description = "AB-MCTS-A: Thompson sampling GEN vs CONT with conjugate posteriors; wider or deeper with verifier feedback"
+    description = ("AB-MCTS-A: Thompson sampling GEN vs CONT with conjugate posteriors; "
+                   "wider or deeper with verifier feedback")
     Config = ABMCTSAConfig
 
     def build_algorithm(self) -> ABMCTSAAlgorithm:

@@ -17,7 +17,8 @@ from tts.types import Problem, Result
 
 class BestOfN(Strategy):
     name = "best-of-n"
-    description = "n samples; answer = highest selection-verifier score, ties by mean log-prob (no verifier: perplexity)"
+    description = ("n samples; answer = highest selection-verifier score, ties by mean log-prob "
+                   "(no verifier: perplexity)")
 
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
         candidates = await ctx.sample_candidates(problem, self.config.n, logprobs=True)

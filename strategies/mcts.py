@@ -21,7 +21,8 @@ class MCTSConfig(TreeSearchConfig):
 
 class MCTS(TreeSearchStrategy):
     name = "mcts"
-    description = "standard MCTS (treequest): UCT with score-softmax priors, fixed branching; refines with verifier feedback"
+    description = ("standard MCTS (treequest): UCT with score-softmax priors, fixed branching; "
+                   "refines with verifier feedback")
     Config = MCTSConfig
 
     def build_algorithm(self) -> StandardMCTS:

@@ -19,7 +19,8 @@ from tts.types import Problem, Result
 
 class RPCConfig(StrategyConfig):
     min_paths: int = Field(selection.MIN_PATHS_TO_PRUNE, ge=1,
-                           description="fewest paths with a log-prob for which pruning is attempted (fewer: no pruning)")
+                           description="fewest paths with a log-prob for which pruning is attempted "
+                                       "(fewer: no pruning)")
 
 
 class RPC(Strategy):

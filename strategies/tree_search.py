@@ -26,9 +26,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tts.strategies.refinement import refinement_prompt
 from tts.backends.base import Backend
 from tts.errors import UserError
+from tts.strategies.refinement import refinement_prompt
 from tts.strategy import Strategy, StrategyConfig, StrategyContext
 from tts.treesearch.tree import Expansion, ExpansionResult, SearchState, TreeSearchAlgorithm, tree_rows
 from tts.types import Candidate, GenerationRequest, Problem, Prompt, Result, Sample

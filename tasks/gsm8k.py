@@ -11,10 +11,10 @@ import re
 
 from pydantic import Field
 
-from tts.tasks.loading import load_records, require_fields
-from tts.tasks.math_task import MathAnswerTask
 from tts.errors import UserError
 from tts.task import TaskOptions
+from tts.tasks.loading import load_records, require_fields
+from tts.tasks.math_task import MathAnswerTask
 from tts.types import ChatMessage, Problem, Reference, TaskItem
 
 INSTRUCTION = (
@@ -79,5 +79,6 @@ class GSM8K(MathAnswerTask):
         items = []
         for i, rec in enumerate(records[:limit]):
             problem = self.make_problem(rec["question"], f"gsm8k/{i}", shots)
-            items.append(TaskItem(problem=problem, reference=Reference(answer=gold_answer(rec["answer"]), solution=rec["answer"])))
+            reference = Reference(answer=gold_answer(rec["answer"]), solution=rec["answer"])
+            items.append(TaskItem(problem=problem, reference=reference))
         return items

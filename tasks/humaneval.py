@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tts.tasks.loading import load_records, require_fields
+from tts.sandbox import sandbox_isolation
 from tts.task import Task
+from tts.tasks.loading import load_records, require_fields
 from tts.types import ChatMessage, Problem, Reference, TaskItem
 from tts.verifier import Verifier
 from tts.verifiers.code import (
@@ -19,7 +20,6 @@ from tts.verifiers.code import (
     docstring_tests,
     extract_code,
 )
-from tts.sandbox import sandbox_isolation
 
 INSTRUCTION = (
     "Complete the following Python function. Reply with the complete function "

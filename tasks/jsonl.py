@@ -10,10 +10,10 @@ from typing import Any
 
 from pydantic import Field
 
-from tts.tasks.loading import bad_value, load_hub, read_jsonl, require_fields, require_unique_ids, where
-from tts.tasks.math_task import MathAnswerTask
 from tts.errors import UserError
 from tts.task import TaskOptions
+from tts.tasks.loading import bad_value, load_hub, read_jsonl, require_fields, require_unique_ids, where
+from tts.tasks.math_task import MathAnswerTask
 from tts.types import ChatMessage, Problem, Reference, TaskItem
 
 INSTRUCTION = "Solve the following problem step by step. Put your final answer within \\boxed{}."

@@ -26,5 +26,6 @@ class MATH500(MathAnswerTask):
         for i, rec in enumerate(records[:limit]):
             meta = {k: rec[k] for k in ("subject", "level", "unique_id") if k in rec}
             problem = self.make_problem(rec["problem"], f"math500/{i}", meta)
-            items.append(TaskItem(problem=problem, reference=Reference(answer=str(rec["answer"]), solution=rec.get("solution"))))
+            reference = Reference(answer=str(rec["answer"]), solution=rec.get("solution"))
+            items.append(TaskItem(problem=problem, reference=reference))
         return items

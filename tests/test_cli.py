@@ -7,7 +7,6 @@ import pytest
 
 from tts.cli import main
 
-
 # The bad-input table (one line, exit 2, nothing changed) is tests/test_bad_inputs.py.
 
 

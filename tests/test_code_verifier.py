@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tts.types import Candidate, Problem
 from tts.sandbox import process as sandbox
+from tts.types import Candidate, Problem
 from tts.verifiers.code import (
     DocstringExamplesVerifier,
     UnitTestVerifier,
@@ -470,7 +470,7 @@ def test_humaneval_docstring_tests(humaneval):
         verdicts = list(pool.map(run, pairs))
     failing = {r["task_id"] for (r, _), v in zip(pairs, verdicts) if not v.passed}
     assert failing == BAD_DOCSTRINGS
-    for (r, p), v in zip(pairs, verdicts):
+    for (r, _), v in zip(pairs, verdicts):
         if r["task_id"] in BAD_DOCSTRINGS:
             assert 0.0 <= v.score < 1.0 and "expected" in v.feedback
 

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from scipy.optimize import check_grad, minimize
 
-from tts.strategies.rpc import RPC
 from tests.fakes import ToyTask
 from tts import selection
 from tts.backends.scripted import ScriptedBackend
@@ -14,6 +13,7 @@ from tts.selection import (
     reasoning_pruning,
     weibull_mixture_nll,
 )
+from tts.strategies.rpc import RPC
 from tts.strategy import StrategyContext
 
 

@@ -10,7 +10,6 @@ import sys
 import httpx
 import pytest
 
-from tts.strategies.self_consistency import SelfConsistency
 from tests.fakes import ToyTask
 from tts.backends.base import Backend, IncompleteGeneration, weights_fingerprint
 from tts.backends.openai import OpenAIBackend
@@ -18,6 +17,7 @@ from tts.backends.scripted import ScriptedBackend
 from tts.errors import UserError
 from tts.runner import MAX_FAILURES_IN_A_ROW, ProblemsFailed, evaluate
 from tts.runs import RunFolder
+from tts.strategies.self_consistency import SelfConsistency
 from tts.study import read_run
 from tts.types import GenerationRequest, SamplingConfig
 

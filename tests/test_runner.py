@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from tts.strategies.self_consistency import SelfConsistency
 from tests.fakes import ToyTask
 from tts.backends.scripted import ScriptedBackend
 from tts.errors import UserError
 from tts.runner import evaluate
 from tts.runs import RunFolder
+from tts.strategies.self_consistency import SelfConsistency
 from tts.types import SamplingConfig
 
 
@@ -33,8 +33,8 @@ async def test_complete_run_folder(tmp_path):
     backend = ScriptedBackend(script)
     metrics = await run_once(tmp_path, backend)
     assert {p.name for p in tmp_path.iterdir()} == {"config.json", "samples.jsonl", "results.jsonl", "metrics.json"}
-    samples = [json.loads(l) for l in (tmp_path / "samples.jsonl").read_text().splitlines()]
-    results = [json.loads(l) for l in (tmp_path / "results.jsonl").read_text().splitlines()]
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert len(samples) == 20 and len(results) == 5
     row = samples[0]
     for key in ("problem_id", "text", "answer", "completion_tokens", "mean_logprob", "selection", "correct", "chosen"):
@@ -67,7 +67,7 @@ async def test_resume_extends_a_run_and_repairs_a_crash(tmp_path):
     backend = ScriptedBackend(script)
     metrics = await run_once(tmp_path, backend, size=5)
     assert len(backend.calls) == 2  # only toy/3 and toy/4
-    ids = [json.loads(l)["problem_id"] for l in (tmp_path / "results.jsonl").read_text().splitlines()]
+    ids = [json.loads(line)["problem_id"] for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert sorted(ids) == [f"toy/{i}" for i in range(5)]
     assert len((tmp_path / "samples.jsonl").read_text().splitlines()) == 20
     assert metrics["problems"] == 5

@@ -7,10 +7,8 @@ fork bomb, total memory).
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -19,14 +17,14 @@ import textwrap
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from tts.sandbox import process as sandbox
 from tts.sandbox import ProgramResult, run_program
+from tts.sandbox import process as sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 HUMANEVAL = REPO / "tasks" / "data" / "humaneval" / "HumanEval.jsonl.gz"
@@ -144,7 +142,7 @@ def esc_localhost_tcp() -> Escape:
         while not stop.is_set():
             try:
                 conn, _ = server.accept()
-            except (TimeoutError, socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             accepted.append(conn)
             conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nSECRET-BODY")

@@ -113,7 +113,7 @@ def test_coverage_is_the_exact_share_of_subsets_holding_a_correct_sample(n):
             subsets = list(itertools.combinations(range(n), k))
             exact = sum(pool.correct[list(s)].any() for s in subsets) / len(subsets)
             assert study.per_problem[i].pass_at_k[j] == pytest.approx(exact, abs=1e-12)
-    for j, k in enumerate(study.ks):
+    for j in range(len(study.ks)):
         assert study.coverage.points[j].value == pytest.approx(np.mean([pp.pass_at_k[j] for pp in study.per_problem]))
 
 

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from tts.strategies.best_of_n import BestOfN
-from tts.strategies.perplexity import Perplexity
 from tests.fakes import EvenVerifier, ToyTask
 from tts import selection
 from tts.backends.scripted import ScriptedBackend
 from tts.selection import Groups, Selection
+from tts.strategies.best_of_n import BestOfN
+from tts.strategies.perplexity import Perplexity
 from tts.strategy import StrategyContext
 from tts.types import Verdict
 

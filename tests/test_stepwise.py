@@ -14,7 +14,6 @@ from tts.stepwise import (
     next_step_requests,
     rollout_requests,
     step_from_sample,
-    stopped_at_eos,
     with_request_seeds,
 )
 from tts.types import Sample, SamplingConfig, Usage

@@ -2,12 +2,12 @@
 
 import pytest
 
-from tts.strategies.repeated_sampling import RepeatedSampling
-from tts.strategies.self_consistency import SelfConsistency
 from tests.fakes import EvenVerifier, ToyTask
 from tts.backends.scripted import ScriptedBackend
-from tts.strategy import StrategyContext
 from tts.selection import group_answers, majority_vote
+from tts.strategies.repeated_sampling import RepeatedSampling
+from tts.strategies.self_consistency import SelfConsistency
+from tts.strategy import StrategyContext
 
 
 def ctx_for(script, task=None, **kw):

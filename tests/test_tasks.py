@@ -5,11 +5,11 @@ import json
 
 import pytest
 
+from tts.backends.render import plain_chat, render_prompt
 from tts.tasks.gsm8k import GSM8K, exemplar_solution, gold_answer
 from tts.tasks.humaneval import HumanEval
 from tts.tasks.jsonl import JSONLTask
 from tts.tasks.math500 import MATH500
-from tts.backends.render import plain_chat, render_prompt
 from tts.types import Candidate, ChatMessage
 
 
@@ -190,8 +190,8 @@ def test_benchmark_loaders_share_the_rule(tmp_path):
 
 
 def test_hub_records_are_named_by_position():
-    from tts.tasks.loading import require_fields
     from tts.errors import UserError
+    from tts.tasks.loading import require_fields
 
     with pytest.raises(UserError, match=r"^hub:x: record 2: field 'answer' is null$"):
         require_fields([{"answer": "1"}, {"answer": None}], ("answer",), "hub:x")

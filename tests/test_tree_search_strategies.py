@@ -7,17 +7,17 @@ import re
 import pytest
 
 import tts.registry
+from tests.fakes import ToyTask
+from tts.backends.render import prompt_text
+from tts.backends.scripted import ScriptedBackend
+from tts.errors import UserError
 from tts.strategies.ab_mcts_a import ABMCTSA
 from tts.strategies.ab_mcts_m import ABMCTSM
 from tts.strategies.mcts import MCTS
 from tts.strategies.refinement import CODE_FORMAT, refinement_prompt
 from tts.strategies.tree_search import Action, TreeSearch
-from tts.tasks.humaneval import HumanEval
-from tests.fakes import ToyTask
-from tts.backends.render import prompt_text
-from tts.backends.scripted import ScriptedBackend
-from tts.errors import UserError
 from tts.strategy import StrategyContext
+from tts.tasks.humaneval import HumanEval
 from tts.types import Candidate, ChatMessage, Problem, SamplingConfig, Verdict
 from tts.verifier import Verifier
 

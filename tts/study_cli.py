@@ -36,7 +36,8 @@ def register(subparsers) -> None:
     sc.add_argument("--rpc-fits", type=positive_int, default=None,
                     help="most Weibull fits per problem and k for RPC (default: sized to about 10000 fits in all)")
     sc.add_argument("--seed", type=int, default=0)
-    sc.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples over problems for the 95%% intervals")
+    sc.add_argument("--bootstrap", type=non_negative_int, default=1000,
+                    help="bootstrap resamples over problems for the 95%% intervals")
     sc.add_argument("--k-max", type=positive_int, default=None, help="largest k (default: the smallest pool size)")
     sc.add_argument("--workers", type=positive_int, default=1,
                     help="processes for the selectors (1319 problems x 64 samples take about 17 s with one)")

@@ -115,7 +115,8 @@ class ToyTask(Task):
 
     def load(self, limit: int | None = None) -> list[TaskItem]:
         self.source = "tts.testing.ToyTask"
-        items = [TaskItem(problem=self.make_problem(f"problem {i}", f"toy/{i}"), reference=Reference(answer=str(i * 10)))
+        items = [TaskItem(problem=self.make_problem(f"problem {i}", f"toy/{i}"),
+                          reference=Reference(answer=str(i * 10)))
                  for i in range(self.size)]
         return items[:limit]
 

@@ -7,7 +7,7 @@ pydantic models, so a run folder can always be read back into the same types.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,7 +21,7 @@ class ChatMessage(BaseModel):
 
 # A prompt is raw text (sent as is) or chat messages (the backend applies the model's chat
 # template when it has one, else renders them as plain "Role: text" turns).
-Prompt = Union[str, list[ChatMessage]]
+Prompt = str | list[ChatMessage]
 
 
 class SamplingConfig(BaseModel):
@@ -83,7 +83,8 @@ class Problem(BaseModel):
     entry_point: str | None = Field(None, description="code tasks: the function under test")
     public_tests: list[str] = Field(
         default_factory=list,
-        description="code tasks: assert statements taken from the prompt's own examples (what a deployed system could see)",
+        description=("code tasks: assert statements taken from the prompt's own examples "
+                     "(what a deployed system could see)"),
     )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -121,7 +122,7 @@ class Candidate(BaseModel):
     info: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
-    def from_sample(cls, sample: Sample, answer: str | None, **kw: Any) -> "Candidate":
+    def from_sample(cls, sample: Sample, answer: str | None, **kw: Any) -> Candidate:
         return cls(
             text=sample.text,
             answer=answer,
@@ -150,7 +151,7 @@ class Usage(BaseModel):
     verifier_calls: int = 0
     wall_time: float = 0.0
 
-    def __add__(self, other: "Usage") -> "Usage":
+    def __add__(self, other: Usage) -> Usage:
         return Usage(**{k: getattr(self, k) + getattr(other, k) for k in Usage.model_fields})
 
     def add_request(self, samples: list[Sample]) -> None:

@@ -13,15 +13,13 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
-
+from tts.sandbox import ProgramResult, run_program  # noqa: F401 - public API
 from tts.types import Candidate, Problem, Verdict
 from tts.verifier import Verifier
+from tts.verifiers.code_judge import JudgeReport, judge_program  # noqa: F401 - public API
+from tts.verifiers.code_parsing import docstring_tests, extract_code  # noqa: F401 - public API
 
 log = logging.getLogger(__name__)
-
-from tts.verifiers.code_parsing import docstring_tests, extract_code  # noqa: F401 - public API
-from tts.verifiers.code_judge import JudgeReport, judge_program  # noqa: F401 - public API
-from tts.sandbox import ProgramResult, run_program  # noqa: F401 - public API
 
 # --------------------------------------------------------------------------------------------
 # Verifiers

@@ -201,7 +201,8 @@ def judge_program(
             report = json.loads(out)
         except ValueError:
             code = judge.returncode if judge is not None else "(forked)"
-            raise RuntimeError(f"judge exited {code} without a report: {err.decode(errors='replace')[-2000:]}") from None
+            detail = err.decode(errors="replace")[-2000:]
+            raise RuntimeError(f"judge exited {code} without a report: {detail}") from None
         return _combine(report, result)
     except Exception as e:  # noqa: BLE001 - the caller gets a report, whatever broke
         log.exception("judged run failed")

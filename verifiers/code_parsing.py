@@ -12,8 +12,6 @@ import logging
 import re
 import textwrap
 
-
-
 log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------
@@ -204,7 +202,8 @@ def _is_literal(node: ast.AST) -> bool:
         return all(k is not None and _is_literal(k) for k in node.keys) and all(map(_is_literal, node.values))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         return _is_literal(node.operand)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod)):
+    arithmetic = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, arithmetic):
         return all(_is_number(s) for s in (node.left, node.right))
     return False
 

@@ -62,13 +62,13 @@ class Channel:
         try:
             message = self.wire.read_frame(self.resp_fd, self.deadline)
         except self.wire.TimedOut:
-            raise self._fail("timeout", "the program did not finish loading in time")
+            raise self._fail("timeout", "the program did not finish loading in time") from None
         except self.wire.Closed:
-            raise self._fail("ended", "the program crashed or exited before serving its function")
+            raise self._fail("ended", "the program crashed or exited before serving its function") from None
         except self.wire.WireError as e:
-            raise self._fail("protocol", "the program broke the call protocol: %s" % e)
+            raise self._fail("protocol", "the program broke the call protocol: %s" % e) from None
         if message.get("ready") is not True:
-            raise self._fail("protocol", "the program broke the call protocol: no ready message")
+            raise self._fail("protocol", "the program broke the call protocol: no ready message") from None
         return message.get("callable") is True
 
     def _fail(self, kind, message):
@@ -99,11 +99,11 @@ class Channel:
             if not (type(err) is list and len(err) == 2 and all(type(x) is str for x in err)):
                 raise wire.WireError("malformed error answer")
         except wire.TimedOut:
-            raise self._fail("timeout", "a call did not return in time")
+            raise self._fail("timeout", "a call did not return in time") from None
         except (wire.Closed, BrokenPipeError):
-            raise self._fail("ended", "the program ended during a call")
+            raise self._fail("ended", "the program ended during a call") from None
         except (wire.WireError, OSError) as e:
-            raise self._fail("protocol", "the program broke the call protocol: %s" % e)
+            raise self._fail("protocol", "the program broke the call protocol: %s" % e) from None
         raise _as_exception(err[0], err[1])
 
 

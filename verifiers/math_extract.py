@@ -33,11 +33,13 @@ _GLUED_UNITS = {"kg", "km", "cm", "mm", "ml", "mph", "kph", "lb", "lbs", "oz", "
                 "min", "mins", "sec", "secs", "st", "nd", "rd", "th"}
 _PERCENT_WORDS = re.compile(r"(?:percent|per cent)\b", re.IGNORECASE)
 # Words that end the units and start the rest of the sentence ("45 and the final step is ...").
-_CLAUSE = re.compile(r"(?:and|or|but|because|since|which|so|that|as|to|if|when|where|while|then|though)\b", re.IGNORECASE)
+_CLAUSE = re.compile(r"(?:and|or|but|because|since|which|so|that|as|to|if|when|where|while|then|though)\b",
+                     re.IGNORECASE)
 # A trail that starts with one of these and then a number is a list or compound, not commentary:
 # "5 hours and 30 minutes", "2 or 3", "5 to 6", "5 and a half".
 _JOINERS = re.compile(r"(?:and|or|to|plus|minus|through|&)\b", re.IGNORECASE)
-_MORE_NUMBER = re.compile(r"\s*(?:(?:a|an|one)\s+)?(?:half|halves|quarters?|thirds?|[-+]?[$€£¥]?\s*\.?\d)", re.IGNORECASE)
+_MORE_NUMBER = re.compile(r"\s*(?:(?:a|an|one)\s+)?(?:half|halves|quarters?|thirds?|[-+]?[$€£¥]?\s*\.?\d)",
+                          re.IGNORECASE)
 _UNICODE = str.maketrans({"−": "-", "×": "*", "·": "*", "⋅": "*", "÷": "/", "\u00a0": " ", "’": "'"})
 
 # The LaTeX an answer in words may carry: converted, or else the answer is not plain text.

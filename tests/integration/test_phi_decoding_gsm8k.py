@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from tts.strategies.phi_decoding import PhiDecoding
-from tts.tasks.gsm8k import GSM8K
 from tts.runner import evaluate
 from tts.runs import RunFolder
+from tts.strategies.phi_decoding import PhiDecoding
+from tts.tasks.gsm8k import GSM8K
 from tts.types import SamplingConfig
 
 pytestmark = pytest.mark.integration

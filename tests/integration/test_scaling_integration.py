@@ -4,12 +4,11 @@ import json
 
 import pytest
 
-from tts.strategies.repeated_sampling import RepeatedSampling
-from tts.tasks.gsm8k import GSM8K
-from tts.study import report
 from tts.runner import evaluate
 from tts.runs import RunFolder
-from tts.study import ScalingFile, study_run
+from tts.strategies.repeated_sampling import RepeatedSampling
+from tts.study import ScalingFile, report, study_run
+from tts.tasks.gsm8k import GSM8K
 from tts.types import SamplingConfig
 
 pytestmark = pytest.mark.integration

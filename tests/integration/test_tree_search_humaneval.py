@@ -3,11 +3,11 @@ the docstring examples, and the hidden tests never reach a prompt."""
 
 import pytest
 
-from tts.tasks.humaneval import HumanEval
 from tts.api import build_strategy
 from tts.backends.render import prompt_text
 from tts.runner import evaluate
 from tts.runs import RunFolder
+from tts.tasks.humaneval import HumanEval
 from tts.types import SamplingConfig
 
 pytestmark = pytest.mark.integration

@@ -55,7 +55,7 @@ class EngineStats:
         self.sequences += batch
         self.max_batch = max(self.max_batch, batch)
 
-    def since(self, earlier: "EngineStats") -> "EngineStats":
+    def since(self, earlier: EngineStats) -> EngineStats:
         """What happened after `earlier` (a copy taken then); max_batch is the overall maximum."""
         return EngineStats(self.steps - earlier.steps, self.step_seconds - earlier.step_seconds,
                            self.sequences - earlier.sequences, self.max_batch)
@@ -118,7 +118,7 @@ class Backend(ABC):
         differs in any field is refused. Fields that change between calls (timestamps) do not belong here."""
         return {"backend": self.name, "model": self.model}
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - nothing to release by default
         """Release the engine or connection."""
 
     def info(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import defaultdict
-from typing import Callable, Sequence, Union
+from collections.abc import Callable, Sequence
 
 from pydantic import Field
 
@@ -19,8 +19,8 @@ from tts.types import GenerationRequest, Sample
 
 # A script maps (prompt text, index of this sample among all samples drawn for that prompt) to a completion,
 # or to (completion, mean token logprob).
-Completion = Union[str, tuple[str, float]]
-Script = Union[Callable[[str, int], Completion], Sequence[Completion]]
+Completion = str | tuple[str, float]
+Script = Callable[[str, int], Completion] | Sequence[Completion]
 
 
 def _default_logprob(text: str) -> float:
@@ -51,7 +51,8 @@ class ScriptedBackend(Backend):
     async def served_identity(self) -> dict:
         """The script stands for the model: its function's qualified name, or a hash of a list of completions."""
         if callable(self.script):
-            script = f"{getattr(self.script, '__module__', '?')}.{getattr(self.script, '__qualname__', type(self.script).__name__)}"
+            qualname = getattr(self.script, "__qualname__", type(self.script).__name__)
+            script = f"{getattr(self.script, '__module__', '?')}.{qualname}"
         else:
             script = "list:" + hashlib.sha256(repr(list(self.script)).encode()).hexdigest()[:12]
         return {"backend": self.name, "model": self.model, "script": script}
@@ -72,7 +73,10 @@ class ScriptedBackend(Backend):
             for _ in range(req.sampling.n):
                 completion = self._complete(text, self._drawn[text])
                 self._drawn[text] += 1
-                body, mean_lp = completion if isinstance(completion, tuple) else (completion, _default_logprob(completion))
+                if isinstance(completion, tuple):
+                    body, mean_lp = completion
+                else:
+                    body, mean_lp = completion, _default_logprob(completion)
                 # Like vLLM: the earliest stop string (searched after min_tokens words) ends the text,
                 # is left out of it, and is reported as the stop reason.
                 skip = len(" ".join(body.split(" ")[: req.sampling.min_tokens])) if req.sampling.min_tokens else 0

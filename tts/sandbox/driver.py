@@ -123,7 +123,8 @@ def _main():
         os._exit(4)
 
     def print_exception(e, tb):
-        import linecache, traceback  # only when needed: they cost ~10 ms of startup
+        import linecache
+        import traceback  # only when needed: they cost ~10 ms of startup
         text = source.decode("utf-8", "replace")
         linecache.cache["program.py"] = (len(text), None, text.splitlines(True), "program.py")
         traceback.print_exception(type(e), e, tb)
@@ -142,7 +143,8 @@ def _main():
         os.set_inheritable(status_fd, False)
         if libc is not None:
             libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG SIGKILL: die with the supervisor
-        import builtins, faulthandler
+        import builtins
+        import faulthandler
         faulthandler.enable()
         if sys.flags.no_site:  # python -S (the site-packages' .pth files are slow): the builtins only
             import site

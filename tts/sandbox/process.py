@@ -65,8 +65,8 @@ checks, and memory shared copy-on-write after fork counts once per process.
 
 from __future__ import annotations
 
-import itertools
 import importlib.util
+import itertools
 import logging
 import math
 import os
@@ -80,15 +80,27 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from pydantic import BaseModel
 
-from tts.sandbox.host import (CappedBuffer, cg_create, cg_oom_kills, cg_remove, cgroup_parents, first_int,
-                                    force_remove, kill_everything, pump, remove_stale, start_janitor)
+from tts.sandbox.host import (
+    CappedBuffer,
+    cg_create,
+    cg_oom_kills,
+    cg_remove,
+    cgroup_parents,
+    first_int,
+    force_remove,
+    kill_everything,
+    pump,
+    remove_stale,
+    start_janitor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,18 +195,18 @@ _PROBE = (
 
 def _probe() -> _Config:
     forced = os.environ.get("TTS_SANDBOX_MODE", "").strip()
-    mode, memory = forced, ""
+    forced_mode, forced_memory = forced, ""
     for m in _MEMORY:
         if forced.endswith("+" + m):
-            mode, memory = forced[: -len(m) - 1], m
-    if forced and mode not in _MODES:
+            forced_mode, forced_memory = forced[: -len(m) - 1], m
+    if forced and forced_mode not in _MODES:
         raise ValueError(f"TTS_SANDBOX_MODE={forced!r}: expected <mode>[+<memory>], mode in {_MODES}, "
                          f"memory in {_MEMORY}")
     root = os.geteuid() == 0
-    modes = [mode] if mode else ((["bwrap" if root else "bwrap-userns"] if shutil.which("bwrap") else [])
+    modes = [forced_mode] if forced_mode else ((["bwrap" if root else "bwrap-userns"] if shutil.which("bwrap") else [])
                                  + (["uid", "uid+read", "none"] if root else ["none"]))
     cfg = _Config("none", "rss-watch")
-    for mode, memory in itertools.product(modes, [memory] if memory else _MEMORY):
+    for mode, memory in itertools.product(modes, [forced_memory] if forced_memory else _MEMORY):
         parents = cgroup_parents(memory)
         if memory != "rss-watch" and not parents:
             continue

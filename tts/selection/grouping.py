@@ -25,7 +25,7 @@ def group_answers(answers: Sequence[str | None], equivalent: Callable[[str, str]
         if key in by_text:
             groups[by_text[key]].append(i)
             continue
-        for g, rep in enumerate(representatives):
+        for g, rep in enumerate(representatives):  # noqa: B007 - g is the match (for/else)
             if equivalent(key, rep):
                 break
         else:

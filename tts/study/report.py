@@ -243,7 +243,8 @@ def _rpc_against_majority(study: ScalingStudy, k_max: int) -> str | None:
                 f"The 95% bootstrap intervals of RPC and majority vote overlap at every k (at k={k_max}: RPC "
                 f"{_with_ci(rpc, k_max)}, majority {_with_ci(majority, k_max)}), so this data cannot say which "
                 "of the two is ahead at any budget; more problems would narrow the intervals.")
-    unsure = " (no bootstrap intervals were computed, so whether this is resolved is unknown)" if overlap is None else ""
+    unsure = (" (no bootstrap intervals were computed, so whether this is resolved is unknown)"
+              if overlap is None else "")
     reached = study.smallest_k_reaching("rpc", target)
     if reached is None:
         best = max(rpc.points, key=lambda p: p.value)
