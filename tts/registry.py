@@ -13,7 +13,7 @@ imports `tts.api`.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ KINDS = ("strategies", "tasks", "verifiers", "backends")
 SINGULAR = {"strategies": "strategy", "tasks": "task", "verifiers": "verifier", "backends": "backend"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _entry_points(kind: str) -> dict[str, Any]:
     if kind not in KINDS:
         raise ValueError(f"unknown registry kind {kind!r}")

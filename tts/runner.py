@@ -17,8 +17,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tts.backends.base import Backend
-from tts.metrics import coverage, k_grid
 from tts.errors import BackendError, UserError
+from tts.metrics import coverage, k_grid
 from tts.runs import SERVED_KEY, RunFolder
 from tts.strategy import Strategy, StrategyContext
 from tts.task import Task

@@ -20,10 +20,11 @@ import os
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -307,7 +308,7 @@ class RunFolder:
         return self._lock.held
 
     @contextmanager
-    def lock(self) -> Iterator["RunFolder"]:
+    def lock(self) -> Iterator[RunFolder]:
         """`with run.lock():` hold the folder for a block (released after, unless it was held before)."""
         held = self._lock.held
         self.acquire()
@@ -363,7 +364,7 @@ class RunFolder:
             config = {**config, SERVED_KEY: before}
         return config
 
-    def _scan(self) -> "_Scan":
+    def _scan(self) -> _Scan:
         """The consistent part of the folder: result and sample lines of finished problems, and the ids of
         problems dropped because their lines disagree (a repeated result line, missing or repeated samples).
         Cached while neither file changes (`tts scale` asks for results, then for samples)."""
