@@ -171,6 +171,8 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default=None,
                    help="local HF folder, .gguf file, cached model name, or hub id (default: built-in SmolLM2-135M)")
     p.add_argument("--backend", default="vllm", help="vllm (in-process engine) or openai (HTTP server)")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="show the engine's own output (vLLM and torch warnings) here instead of in its log file")
     p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE", type=strategy_option,
                    help="an option the backend declares, e.g. --backend-option kv_cache_gb=4 (values are JSON, "
                         "else strings); see `tts list`")
@@ -355,7 +357,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     if out.is_dir():  # a resume: refuse a second writer before an engine starts (kept until the run ends)
         run.acquire()
-    backend = build_backend(args.backend, args.model, **backend_options)
+    from tts.console import build_quietly
+
+    backend, engine_log = build_quietly(args.backend, args.verbose,
+                                        lambda: build_backend(args.backend, args.model, **backend_options))
     config.update({
         "limit": args.limit,
         "data_source": task.source,
@@ -375,25 +380,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 out.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise UserError(f"cannot write the folder {out}: {exc.strerror or exc}") from None
+            if engine_log is not None:
+                engine_log.move_to(out / "engine.log")
             return await evaluate(task, items, strategy, backend, run, config, sampling,
                                   seed=args.seed, concurrency=args.concurrency, progress=not args.no_progress)
         finally:
             run.release()
             await backend.aclose()
+            if engine_log is not None:
+                engine_log.close()
 
-    _print_metrics(out, asyncio.run(main()))
+    _print_metrics(out, asyncio.run(main()), engine_log.path if engine_log else None)
     return 0
 
 
-def _print_metrics(out: Path, metrics: dict[str, Any]) -> None:
-    cov = metrics["coverage"]
-    print(f"run folder: {out}")
-    print(f"problems: {metrics['problems']}  accuracy: {metrics['accuracy']:.3f}  "
-          + "  ".join(f"{k}: {v:.3f}" for k, v in cov.items()))
-    u = metrics["usage"]
+def _print_metrics(out: Path, metrics: dict[str, Any], engine_log: Path | None = None) -> None:
+    """The run's numbers, each with what it means."""
+    u, cov = metrics["usage"], metrics["coverage"]
+    print(f"run folder: {out}" + (f"  (engine output: {engine_log.name}; --verbose shows it here)"
+                                  if engine_log else ""))
+    print(f"{metrics['problems']} problems; the share of them where")
+    print(f"  {'accuracy':<12}{metrics['accuracy']:.3f}  the answer the strategy chose is correct")
+    for key, value in cov.items():  # "pass@k": the unbiased estimate from the samples drawn
+        k = key.split("@")[-1]
+        what = "one sample is correct" if k == "1" else f"at least one of {k} samples is correct"
+        print(f"  {'coverage@' + k:<12}{value:.3f}  {what}")
     rate = metrics.get("completion_tokens_per_second_this_session")
-    print(f"tokens: {u['completion_tokens']} completion, {u['prompt_tokens']} prompt ({u['cached_tokens']} cached)"
-          + (f"  {rate:.1f} tok/s" if rate else "  (nothing new generated: resumed a finished run)"))
+    seconds = metrics.get("session_seconds")
+    print(f"tokens: {u['completion_tokens']} generated, {u['prompt_tokens']} prompt ({u['cached_tokens']} cached)"
+          + (f"; {seconds:.0f} s, {rate:.1f} tok/s" if rate and seconds
+             else "  (nothing new generated: resumed a finished run)"))
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
@@ -407,7 +423,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
         task.make_problem(args.question)
     except NotImplementedError as exc:
         raise UserError(f"{exc}; choose another --task") from None
-    backend = build_backend(args.backend, args.model, **_backend_options(args))
+    from tts.console import build_quietly
+
+    backend, engine_log = build_quietly(args.backend, args.verbose,
+                                        lambda: build_backend(args.backend, args.model, **_backend_options(args)))
 
     async def main():
         try:
@@ -416,6 +435,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
                                 seed=args.seed)
         finally:
             await backend.aclose()
+            if engine_log is not None:  # the last solve's engine output, in the model cache
+                from tts.models import cache_root
+
+                engine_log.close(keep_at=cache_root() / "logs" / "solve-engine.log")
 
     result = asyncio.run(main())
     if args.json:

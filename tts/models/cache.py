@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,10 @@ Progress = Callable[[str], None]
 
 
 def stderr_progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """To the terminal's stderr, also while `tts eval` sends the engine's output to its log."""
+    from tts.console import err
+
+    print(message, file=err(), flush=True)
 
 
 def cache_root() -> Path:
