@@ -216,7 +216,8 @@ def gguf_check(path: Path) -> str:
     try:
         reader = GGUFReader(str(path))
     except Exception as exc:  # numpy refuses to map tensors past the end of a truncated file
-        raise UserError(f"{path.name} is not a complete GGUF file ({size} bytes; truncated or corrupt?): {exc}") from exc
+        raise UserError(f"{path.name} is not a complete GGUF file ({size} bytes; truncated or corrupt?): "
+                        f"{exc}") from exc
     field = reader.fields.get("general.architecture")
     if field is None:
         raise UserError(f"{path.name} has no general.architecture: not a model GGUF file?")
