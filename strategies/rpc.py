@@ -27,6 +27,7 @@ class RPC(Strategy):
     name = "rpc"
     description = "n samples; answer mass = sum of path probabilities over distinct paths, after Weibull pruning"
     Config = RPCConfig
+    config: RPCConfig
 
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
         candidates = await ctx.sample_candidates(problem, self.config.n, logprobs=True)

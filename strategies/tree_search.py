@@ -79,6 +79,7 @@ class TreeSearchStrategy(Strategy):
     """A strategy = its options + an algorithm object; the search itself is `TreeSearch`."""
 
     Config = TreeSearchConfig
+    config: TreeSearchConfig
 
     def __init__(self, **options: Any):
         super().__init__(**options)
@@ -122,9 +123,10 @@ class TreeSearch:
                 break
             k = min(self.config.batch_size, self.config.n - done)
             if self.algorithm.slow_ask:  # e.g. NUTS fits: keep the event loop free
-                state, expansions = await asyncio.to_thread(self.algorithm.ask, state, k, inplace=True)
+                asked = await asyncio.to_thread(self.algorithm.ask, state, k, inplace=True)
             else:
-                state, expansions = self.algorithm.ask(state, k, inplace=True)
+                asked = self.algorithm.ask(state, k, inplace=True)
+            state, expansions = asked
             results = await self.generate_and_score(state, expansions)
             self.algorithm.tell(state, results, inplace=True)
             self.batch_sizes.append(len(expansions))

@@ -95,7 +95,7 @@ def cluster_texts(
 
 def cluster_shares(labels: Sequence[int]) -> np.ndarray:
     """Share of all items in each cluster, indexed by label."""
-    labels = np.asarray(labels, dtype=int)
-    if labels.size == 0:
+    arr = np.asarray(labels, dtype=int)
+    if arr.size == 0:
         return np.zeros(0)
-    return np.bincount(labels) / labels.size
+    return np.bincount(arr) / arr.size

@@ -171,7 +171,8 @@ async def _evaluate(task: Task, items: list[TaskItem], strategy: Strategy, backe
     metrics["completion_tokens_per_second_this_session"] = (
         tokens / metrics["session_seconds"] if done and metrics["session_seconds"] else None
     )
-    if engine_stats is not None and todo:  # how wide the engine's batches really were this session
+    # how wide the engine's batches really were this session
+    if engine_stats is not None and stats_before is not None and todo:
         metrics["engine_this_session"] = engine_stats.since(stats_before).summary()
     pending = len(ids) - metrics["problems"]
     if pending:

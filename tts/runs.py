@@ -336,9 +336,9 @@ class RunFolder:
             raise
 
     def _check_identity(self, config: dict[str, Any]) -> dict[str, Any]:
-        if not self.config_path.exists():
-            return config
         old = read_config(self.config_path)
+        if old is None:
+            return config
         changed = [k for k in IDENTITY_KEYS if old.get(k) != config.get(k)]
         if changed:
             raise UserError(
@@ -414,9 +414,9 @@ class RunFolder:
 
     def is_complete(self, config: dict[str, Any], problem_ids: list[str]) -> bool:
         """True if this folder holds the same run with every one of these problems finished (and consistent)."""
-        if not self.config_path.exists():
-            return False
         old = read_config(self.config_path)
+        if old is None:
+            return False
         if any(old.get(k) != config.get(k) for k in IDENTITY_KEYS):
             return False
         return set(problem_ids) <= {str(r["problem_id"]) for r in self._scan().results}

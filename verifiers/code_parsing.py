@@ -264,7 +264,8 @@ def _doctest_examples(doc: str, entry_point: str) -> list[str]:
         if (isinstance(expr, ast.Compare) and len(expr.ops) == 1 and isinstance(expr.ops[0], ast.Eq)
                 and (expected is None or (isinstance(expected, ast.Constant) and expected.value is True))):
             # `>>> f(x) == y` written as the example itself, with no (or a `True`) output line
-            expr, expected = expr.left, expr.comparators[0]
+            expected = expr.comparators[0]
+            expr = expr.left
         if expected is None or not _calls_entry(expr, entry_point) or not _is_literal(expected):
             continue
         if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id == "print":

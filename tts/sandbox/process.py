@@ -418,6 +418,7 @@ def _run(source: str, cfg: _Config, timeout: float, memory_mb: int, max_output: 
             for fd in (out_w, st_w):
                 os.close(fd)
                 fds.remove(fd)
+            assert proc.stdin is not None  # stdin=subprocess.PIPE
             try:
                 proc.stdin.write(token.encode() + b"\n" + source.encode("utf-8", "surrogatepass"))
                 proc.stdin.close()
@@ -438,7 +439,10 @@ def _run(source: str, cfg: _Config, timeout: float, memory_mb: int, max_output: 
                 oom_kills = cg_oom_kills(cgroups)
                 cg_remove(cgroups)
             if workdir:
-                shutil.rmtree(workdir, **{"onexc" if sys.version_info >= (3, 12) else "onerror": force_remove})
+                if sys.version_info >= (3, 12):
+                    shutil.rmtree(workdir, onexc=force_remove)
+                else:
+                    shutil.rmtree(workdir, onerror=force_remove)
     return _result(status_lines, proc, timed_out, child_pid, out, timeout, time.monotonic() - start,
                    cfg, oom_kills, memory_mb)
 

@@ -236,12 +236,12 @@ def rpc(groups: Groups, mean_logprobs: Sequence[float | None] | np.ndarray,
     if total <= 0:
         answered = np.flatnonzero(groups.ids >= 0)
         best = answered[np.argmax(np.where(has_p[answered], p[answered], -1.0))]
-        winner = int(groups.ids[best])
         info["fallback"] = "no group has mass: the most probable answered path decides"
-        return Selection(chosen=int(best), tied=[int(best)], group=winner, confidence=None,
+        return Selection(chosen=int(best), tied=[int(best)], group=int(groups.ids[best]), confidence=None,
                          group_scores=mass.tolist(), info=info)
 
     winner, tied = _argmax_groups(members, mass)
+    assert winner is not None  # members is not empty (checked above)
 
     def representative(g: int) -> int:
         idx = members[g]

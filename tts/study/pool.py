@@ -103,9 +103,9 @@ def _selection_verdicts(row: dict[str, Any]) -> list[Verdict]:
 
 def read_run(run: RunFolder) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     """config.json and the samples of every finished problem, in index order."""
-    if not run.config_path.exists() or not run.samples_path.exists():
+    config = read_config(run.config_path) if run.samples_path.exists() else None
+    if config is None:
         raise UserError(f"{run.path} is not a run folder with samples (needs config.json and samples.jsonl)")
-    config = read_config(run.config_path)
     finished = {r["problem_id"] for r in run.results()}
     by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in run.samples():
@@ -151,7 +151,8 @@ def load_pools(run: RunFolder, equivalent: Callable[[str, str], bool] | None = N
         except (json.JSONDecodeError, AttributeError):
             cache = {}
     fresh: dict[str, list[int]] = {}
-    pools, verifiers = [], set()
+    pools: list[ProblemPool] = []
+    verifiers: set[str] = set()
     for pid, rows in by_problem.items():
         answers = [r.get("answer") for r in rows]
         key = _answers_key(task_key, answers)

@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.ticker import FuncFormatter
 
 from tts.errors import UserError
-from tts.study.schema import Curve, ScalingFile, ScalingStudy
+from tts.study.schema import Curve, Point, ScalingFile, ScalingStudy
 
 JSON_NAME = "scaling.json"
 CSV_NAME = "scaling.csv"
@@ -28,8 +28,9 @@ K_PLOT = "scaling_k.png"
 TOKENS_PLOT = "scaling_tokens.png"
 REPORT_NAME = "report.md"
 
-# How each curve is drawn (line style, marker); colour is the run's.
-STYLES: dict[str, tuple[str, str]] = {
+# How each curve is drawn (line style: a name or an (offset, dash pattern) tuple; marker); colour is the run's.
+LineStyle = str | tuple[int, tuple[int, ...]]
+STYLES: dict[str, tuple[LineStyle, str]] = {
     "coverage": ("-", "o"),
     "majority": ("--", "s"),
     "rpc": ("-.", "^"),
@@ -99,7 +100,8 @@ def _draw_curve(ax, curve: Curve, x: np.ndarray, color, run_label: str, many_run
 def _plot(data: ScalingFile, path: Path, against_tokens: bool) -> Path:
     many = len(data.studies) > 1
     fig, ax = plt.subplots(figsize=(9.5, 5.5))
-    colors = plt.get_cmap("tab10").colors
+    # tab10 is a ListedColormap, which has .colors; the stubs type get_cmap as returning the Colormap base
+    colors = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
     for i, study in enumerate(data.studies):
         color = colors[i % len(colors)]
         per_k = study.mean_tokens_per_sample if against_tokens else 1.0
@@ -155,6 +157,14 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
+def _point(curve: Curve, k: int) -> Point:
+    """A curve's point at a grid k (every curve of a study has a point at each of the study's ks)."""
+    p = curve.at(k)
+    if p is None:
+        raise ValueError(f"curve {curve.name!r} has no point at k={k}")
+    return p
+
+
 def _with_ci(curve: Curve, k: int) -> str:
     p = curve.at(k)
     if p is None:
@@ -179,6 +189,7 @@ def headline(study: ScalingStudy) -> list[str]:
              if study.curve(name) is not None]
     for name, label in named:
         curve = study.curve(name)
+        assert curve is not None  # `named` keeps only the curves the study has
         lines.append(f"{label[0].upper() + label[1:]} accuracy: "
                      + ", ".join(f"{_pct(p.value)} at k={p.k}" for p in curve.points) + ".")
     others = [c for c in study.selectors if c.name not in {n for n, _ in named}]
@@ -210,10 +221,15 @@ def headline(study: ScalingStudy) -> list[str]:
 def _intervals_overlap_everywhere(a: Curve, b: Curve) -> bool | None:
     """True if the 95% intervals of two curves overlap at every k, False if they are apart at some k,
     None if there are no intervals (--bootstrap 0)."""
-    pairs = [(p, b.at(p.k)) for p in a.points if b.at(p.k) is not None]
-    if not pairs or any(None in (p.lo, p.hi, q.lo, q.hi) for p, q in pairs):
+    pairs = [(p, q) for p in a.points if (q := b.at(p.k)) is not None]
+    if not pairs:
         return None
-    return all(p.lo <= q.hi and q.lo <= p.hi for p, q in pairs)
+    overlap = True
+    for p, q in pairs:
+        if p.lo is None or p.hi is None or q.lo is None or q.hi is None:
+            return None
+        overlap = overlap and p.lo <= q.hi and q.lo <= p.hi
+    return overlap
 
 
 def _rpc_against_majority(study: ScalingStudy, k_max: int) -> str | None:
@@ -224,7 +240,7 @@ def _rpc_against_majority(study: ScalingStudy, k_max: int) -> str | None:
     values = [p.value for c in study.selectors for p in c.points]
     eps = 1e-12
     if max(values) <= eps:
-        cover = study.coverage.at(k_max)
+        cover = _point(study.coverage, k_max)
         why = (f"coverage is 0.0% at every k ≤ {k_max}" if max(p.value for p in study.coverage.points) <= eps else
                f"no selector picks a correct answer at any k, although coverage reaches {_pct(cover.value)} "
                f"at k={k_max}")
@@ -233,7 +249,7 @@ def _rpc_against_majority(study: ScalingStudy, k_max: int) -> str | None:
     if min(values) >= 1 - eps:
         return ("Every selector scores 100.0% at every k, so nothing separates them and no comparison between "
                 "selectors (RPC against majority vote included) can be made.")
-    target = majority.at(k_max).value
+    target = _point(majority, k_max).value
     if target <= eps:
         return (f"Majority vote scores 0.0% at k={k_max}, so there is nothing for RPC to reach: no comparison "
                 "of the samples each needs can be made.")
@@ -261,10 +277,10 @@ def _table(study: ScalingStudy) -> list[str]:
     for k in study.ks:
         cells = []
         for c in curves:
-            p = c.at(k)
-            ci = "" if p.lo is None else f" [{100 * p.lo:.1f}, {100 * p.hi:.1f}]"
+            p = _point(c, k)
+            ci = "" if p.lo is None or p.hi is None else f" [{100 * p.lo:.1f}, {100 * p.hi:.1f}]"
             cells.append(f"{100 * p.value:.1f}{ci}")
-        rows.append(f"| {k} | {study.coverage.at(k).tokens:.0f} | " + " | ".join(cells) + " |")
+        rows.append(f"| {k} | {_point(study.coverage, k).tokens:.0f} | " + " | ".join(cells) + " |")
     return rows
 
 

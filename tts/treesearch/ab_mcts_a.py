@@ -162,6 +162,7 @@ class ABMCTSA(TreeSearchAlgorithm):
     def _observe(self, state: SearchState, node: Node) -> None:
         stats: ABMCTSAStats = state.stats
         r = node.score
+        assert node.action is not None and node.parent is not None  # only the root lacks them; `tell` adds children
         stats.rewards_by_action[node.action].append(r)
         parent = state.nodes[node.parent]
         arms = self.arms(state, parent.id)

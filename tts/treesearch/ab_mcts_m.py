@@ -94,6 +94,7 @@ class ABMCTSM(TreeSearchAlgorithm):
             return actions[0]
         by_action: dict[str, list[float]] = {a: [] for a in actions}
         for n in state.answers:
+            assert n.action is not None  # only the root has no action, and answers exclude it
             by_action[n.action].append(n.score)
         if self.action_selection == "ucb":
             return ucb_action(actions, by_action)

@@ -80,14 +80,14 @@ def predictive(sampler: PosteriorSampler, groups: Sequence[Sequence[float]], n_n
 
     With no observations at all, the draws come from the prior predictive.
     """
-    groups = [np.asarray(g, dtype=float) for g in groups]
-    k = len(groups) + n_new
-    if not groups:
+    arrays = [np.asarray(g, dtype=float) for g in groups]
+    k = len(arrays) + n_new
+    if not arrays:
         mu = rng.normal(prior.mu_mean, prior.mu_sd, n_new)
         sa = np.abs(rng.normal(0.0, prior.sigma_alpha_scale, n_new))
         sy = np.abs(rng.normal(0.0, prior.sigma_y_scale, n_new))
         return np.empty(0), mu + sa * rng.standard_normal(n_new) + sy * rng.standard_normal(n_new)
-    post = sampler.draws(groups, prior, rng, size=k)
+    post = sampler.draws(arrays, prior, rng, size=k)
     rows = np.arange(k) if sampler.independent else rng.integers(0, len(post), size=k)
     j = np.arange(len(groups))
     noise = rng.standard_normal(k)
