@@ -1,7 +1,9 @@
 """Tree-search algorithms (tts.treesearch) on scripted scores: selection, posterior updates, pruning, resume."""
 
+import json
 import math
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,7 +110,8 @@ def test_mcts_fixed_branching_two_children_per_action_and_never_more():
     algo = StandardMCTS()
     state = algo.init(["x", "y"], seed=0)
     state, expansions = algo.ask(state, 5)  # one leaf's queue: 2 samples x 2 actions, not 5
-    assert [(e.parent, e.action) for e in expansions] == [(0, "x"), (0, "y"), (0, "x"), (0, "y")]
+    # action by action, as treequest 0.3.3 hands them out
+    assert [(e.parent, e.action) for e in expansions] == [(0, "x"), (0, "x"), (0, "y"), (0, "y")]
     state = algo.tell(state, [ExpansionResult(e.id, s) for e, s in zip(expansions, [0.1, 0.2, 0.3, 0.4])])
     state = run(algo, lambda s, e, r: 0.5, n=20, batch=5, state=state, actions=("x", "y"))
     assert len(state.root.children) == 4
@@ -119,15 +122,86 @@ def test_mcts_uct_with_score_softmax_priors_and_reference_visit_counts():
     algo = StandardMCTS()
     state = build(algo, [(0, 0.9), (0, 0.1)])
     stats = state.stats
-    assert stats.visits == {1: 2, 2: 2, 0: 2}  # a new node starts at N=1 and is back-propagated: N=2, V=2r
-    assert stats.values[1] == pytest.approx(1.8) and stats.values[0] == pytest.approx(1.0)
+    assert stats.visits == {1: 1, 2: 1, 0: 2}  # each new node and its ancestors: N += 1, V += score
+    assert stats.values[1] == pytest.approx(0.9) and stats.values[0] == pytest.approx(1.0)
     p1 = math.exp(0.9) / (math.exp(0.9) + math.exp(0.1))
     assert stats.priors[1] == pytest.approx(p1) and stats.priors[2] == pytest.approx(1 - p1)
-    expected = 0.9 + math.sqrt(2) * p1 * math.sqrt(math.log(2) / 2)
+    expected = 0.9 + math.sqrt(2) * p1 * math.sqrt(math.log(2) / 1)
     assert algo.uct(state, state.nodes[1], state.root) == pytest.approx(expected)
     assert algo.select_leaf(state) == 1
     only = build(algo, [(0, 0.5), (1, 0.2)])
     assert 2 not in only.stats.priors  # an only child keeps prior 1
+
+
+def test_mcts_hand_computed_three_steps():
+    """One action, 2 samples per action, w = sqrt(2); every number below worked out by hand."""
+    algo = StandardMCTS()
+    state = algo.init(["a"], seed=0)
+
+    def step(scores):
+        nonlocal state
+        state, expansions = algo.ask(state, 5)
+        state = algo.tell(state, [ExpansionResult(e.id, s) for e, s in zip(expansions, scores, strict=True)])
+        return [e.parent for e in expansions]
+
+    # step 1: the root is a leaf, so it gets two children: #1 (0.8) and #2 (0.4)
+    assert step([0.8, 0.4]) == [0, 0]
+    # N = 1 and V = score for each new node (not 2 and 2*score); the root holds N = 2, V = 1.2
+    assert state.stats.visits == {0: 2, 1: 1, 2: 1}
+    assert state.stats.values == pytest.approx({0: 1.2, 1: 0.8, 2: 0.4})
+    # priors: softmax(0.8, 0.4) = (0.598688, 0.401312)
+    assert state.stats.priors == pytest.approx({1: 0.598688, 2: 0.401312}, abs=1e-6)
+    # step 2: UCT(#1) = 0.8 + 1.414214 * 0.598688 * sqrt(ln 2 / 1) = 1.504901
+    #         UCT(#2) = 0.4 + 1.414214 * 0.401312 * sqrt(ln 2 / 1) = 0.872509   -> expand #1
+    assert algo.uct(state, state.nodes[1], state.root) == pytest.approx(1.504901, abs=1e-6)
+    assert algo.uct(state, state.nodes[2], state.root) == pytest.approx(0.872509, abs=1e-6)
+    assert step([0.1, 0.2]) == [1, 1]  # #3 (0.1) and #4 (0.2) under #1
+    # #1: N = 3 (itself and two children), V = 0.8 + 0.1 + 0.2 = 1.1; the root: N = 4, V = 1.5
+    assert state.stats.visits == {0: 4, 1: 3, 2: 1, 3: 1, 4: 1}
+    assert state.stats.values == pytest.approx({0: 1.5, 1: 1.1, 2: 0.4, 3: 0.1, 4: 0.2})
+    # step 3: UCT(#1) = 1.1 / 3 + 1.414214 * 0.598688 * sqrt(ln 4 / 3) = 0.366667 + 0.575549 = 0.942216
+    #         UCT(#2) = 0.4     + 1.414214 * 0.401312 * sqrt(ln 4 / 1) = 0.4      + 0.668229 = 1.068229 -> expand #2
+    # (the old count-twice rule, N(#1) = 4, V(#1) = 1.9, N(#2) = 2, V(#2) = 0.8, gave 0.973440 against
+    # 0.872509 and went back to #1: the trees part here)
+    assert algo.uct(state, state.nodes[1], state.root) == pytest.approx(0.942216, abs=1e-6)
+    assert algo.uct(state, state.nodes[2], state.root) == pytest.approx(1.068229, abs=1e-6)
+    assert step([0.5, 0.3]) == [2, 2]  # #5 (0.5) and #6 (0.3) under #2
+    assert state.stats.visits == {0: 6, 1: 3, 2: 3, 3: 1, 4: 1, 5: 1, 6: 1}
+    assert state.stats.values == pytest.approx({0: 2.3, 1: 1.1, 2: 1.2, 3: 0.1, 4: 0.2, 5: 0.5, 6: 0.3})
+    assert state.best().id == 1  # the highest score, 0.8
+
+
+TRACE = Path(__file__).parent / "data" / "treequest_0.3.3_standard_mcts.jsonl"
+
+
+def test_mcts_builds_the_same_trees_as_treequest_0_3_3():
+    """200 seeded scripted score sequences (1-3 decimals, so exact ties happen), 1-2 actions, 1-3 samples
+    per action, w in {0.5, sqrt 2, 3}, batches of 1-5, replayed against a trace recorded from treequest
+    0.3.3's own StandardMCTS (tests/data/record_treequest_mcts.py): the i-th node added gets scores[i],
+    so the same decisions give the same tree. Compared: the parent and action of every node, every
+    node's N and V, and the best node (treequest.top_k)."""
+    header, *cases = [json.loads(line) for line in TRACE.read_text().splitlines()]
+    assert header["version"] == "0.3.3" and len(cases) == 200
+    different = []
+    for case in cases:
+        algo = StandardMCTS(samples_per_action=case["samples_per_action"],
+                            exploration_weight=case["exploration_weight"])
+        state, scores = algo.init(case["actions"], seed=0), case["scores"]
+        while len(state.answers) < len(scores):
+            state, expansions = algo.ask(state, min(case["batch"], len(scores) - len(state.answers)), inplace=True)
+            algo.tell(state, [ExpansionResult(e.id, scores[len(state.nodes) - 1 + i])
+                              for i, e in enumerate(expansions)], inplace=True)
+        ours = {
+            "parents": [n.parent for n in state.nodes],
+            "node_actions": "".join(n.action or "" for n in state.answers),
+            "visits": [state.stats.visits.get(n.id, 0) for n in state.nodes],
+            "values": [round(state.stats.values.get(n.id, 0.0), 6) for n in state.nodes],
+            "best": state.best().id,
+        }
+        if ours != {key: case[key] for key in ours}:
+            different.append(case["case"])
+    assert different == []
+
 
 
 # ---- AB-MCTS-A -----------------------------------------------------------------------------------

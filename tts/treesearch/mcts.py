@@ -5,11 +5,14 @@ UCT(c) = V(c)/N(c) + w * prior(c) * sqrt(ln N(parent) / N(c)), where N defaults 
 prior(c) is the softmax of the scores of c and its siblings (1 for an only child). The leaf then gets
 `samples_per_action` children per action, and no node ever gets more children after that.
 
-Two reference details kept on purpose: a new node starts at N=1, V=r and is then back-propagated
-with its ancestors, so it holds N=2, V=2r (its mean is still r); and the root's own N counts only
-back-propagated results (no default). Where the reference hands out more trials than the leaf's
-queue holds and discards the extra results, `ask` here hands out at most the queued expansions, so no
-generation is wasted: a batch is one leaf's `samples_per_action * len(actions)` children (or fewer).
+A new node with score r and each of its ancestors get N += 1, V += r (treequest 0.3.3's
+back-propagation; there is no separate initialisation, so a node's N is the size of its subtree and V
+the sum of the scores in it). The leaf's queue lists its expansions action by action (all samples of
+the first action, then the next), the order in which the reference hands them out. Where the reference
+hands out more trials than the leaf's queue holds and discards the extra results, `ask` here hands out
+at most the queued expansions, so no generation is wasted: a batch is one leaf's
+`samples_per_action * len(actions)` children (or fewer). tests/test_treesearch.py replays a trace
+recorded from treequest 0.3.3 and checks that both build the same trees.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class StandardMCTS(TreeSearchAlgorithm):
         stats: MCTSStats = state.stats
         if not stats.queue:
             leaf = self.select_leaf(state)
-            stats.queue = [(leaf, a) for _ in range(self.samples_per_action) for a in state.actions]
+            stats.queue = [(leaf, a) for a in state.actions for _ in range(self.samples_per_action)]
         handed, stats.queue = stats.queue[:k], stats.queue[k:]
         return handed
 
@@ -68,14 +71,13 @@ class StandardMCTS(TreeSearchAlgorithm):
 
     def _observe(self, state: SearchState, node: Node) -> None:
         stats: MCTSStats = state.stats
-        stats.visits[node.id] = 1
-        stats.values[node.id] = node.score
         for n in [node, *state.ancestors(node.id)]:
             stats.visits[n.id] = stats.visits.get(n.id, 0) + 1
             stats.values[n.id] = stats.values.get(n.id, 0.0) + node.score
         siblings = state.children(node.parent if node.parent is not None else ROOT)
-        if len(siblings) > 1:
-            scores = np.array([s.score for s in siblings])
-            weights = np.exp(scores - scores.max())
-            for s, p in zip(siblings, weights / weights.sum()):
-                stats.priors[s.id] = float(p)
+        if len(siblings) > 1:  # softmax with the same float arithmetic as the reference
+            top = max(s.score for s in siblings)
+            weights = [math.exp(s.score - top) for s in siblings]
+            total = sum(weights)
+            for s, w in zip(siblings, weights):
+                stats.priors[s.id] = w / total
