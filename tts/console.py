@@ -42,7 +42,7 @@ class EngineLog:
         self._stream.write(f"---- engine log, {time.strftime('%Y-%m-%d %H:%M:%S')}, pid {os.getpid()} ----\n")
         self._stream.flush()
         self._handlers: list[logging.StreamHandler] = []
-        self._warnings_handler: logging.Handler | None = None
+        self._warnings_handler: logging.StreamHandler | None = None
 
     @contextmanager
     def capture(self) -> Iterator[EngineLog]:

