@@ -216,6 +216,7 @@ class PhiDecoding(Strategy):
     name = "phi-decoding"
     description = "φ-Decoding: step-wise foresight sampling (advantage + cluster alignment) with width/depth pruning"
     Config = PhiDecodingConfig
+    config: PhiDecodingConfig
 
     def __init__(self, **options: Any):
         super().__init__(**options)
