@@ -35,14 +35,6 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field, model_validator
-from tts.strategies.phi_selection import (
-    FinalSelection,
-    Selection,
-    WidthPruning,
-    choose_final,
-    choose_next,
-    width_prune,
-)
 
 from tts.clustering import (
     DEFAULT_EMBEDDING_MODEL,
@@ -65,6 +57,14 @@ from tts.stepwise import (
     step_from_sample,
     usage_of,
     with_request_seeds,
+)
+from tts.strategies.phi_selection import (
+    FinalSelection,
+    Selection,
+    WidthPruning,
+    choose_final,
+    choose_next,
+    width_prune,
 )
 from tts.strategy import Strategy, StrategyConfig, StrategyContext
 from tts.types import (

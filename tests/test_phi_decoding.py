@@ -11,6 +11,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from tests.fakes import ToyTask
+from tts.backends.scripted import ScriptedBackend
+from tts.clustering import ClusteringError, cluster_shares, cluster_texts
+from tts.errors import UserError
 from tts.strategies.phi_decoding import PhiDecoding
 from tts.strategies.phi_selection import (
     choose_final,
@@ -18,10 +22,6 @@ from tts.strategies.phi_selection import (
     sample_without_replacement,
     width_prune,
 )
-from tests.fakes import ToyTask
-from tts.backends.scripted import ScriptedBackend
-from tts.clustering import ClusteringError, cluster_shares, cluster_texts
-from tts.errors import UserError
 from tts.strategy import StrategyContext
 
 PREFIX = "The reasoning steps are:\n\n"
