@@ -199,7 +199,9 @@ def esc_total_memory() -> Escape:
 
     def check(r: ProgramResult) -> None:
         assert not r.passed and r.status == "failed", r
-        assert r.output.count("ALLOCATED") <= 1, r.output
+        # Never all four: 2.8 GB cannot fit in 1 GB. (Under a loaded CPU a second child may finish
+        # allocating after the first was killed for memory, so "at most one" would be flaky.)
+        assert r.output.count("ALLOCATED") < 4, r.output
         assert "out of memory" in r.output or "SIGKILL" in r.output or "codes" in r.output
 
     return Escape(program, check, kwargs={"memory_mb": 1024, "timeout": 30.0})
