@@ -257,3 +257,52 @@ def test_a_dead_fork_server_is_restarted():
     proc.wait()
     assert _verdicts(PROMPT + "    return a + b\n", problem, TESTS)[0].passed
     assert code_judge._FORK_SERVER._proc is not proc
+
+
+# ------------------------------------------------------------------------------------------ found in review
+MAP_TESTS = """
+def check(candidate):
+    assert all(r == a + b for r, (a, b) in zip(map(candidate, [1, 2, 3], [4, 5, 6]), [(1, 4), (2, 5), (3, 6)]))
+    assert list(iter(lambda: candidate(1, 1), 99))[:0] == []
+"""
+
+
+def test_a_candidates_stop_iteration_cannot_end_the_tests_loop_early():
+    """Raised inside map() in the judge, a real StopIteration would end the loop and pass the test."""
+    problem = _add_problem()
+    program = PROMPT + "    raise StopIteration\n"
+    oracle = UnitTestVerifier(MAP_TESTS, "add", timeout=2.0).verify(problem, Candidate(text=program, answer=program))
+    assert not oracle.passed, oracle.feedback
+    assert "StopIteration" in oracle.feedback
+
+
+def test_huge_values_make_short_feedback_quickly():
+    import time
+
+    problem = _add_problem()
+    program = PROMPT + "    return [int('f' * 100000, 16)] * 80\n"
+    start = time.monotonic()
+    v = DocstringExamplesVerifier(timeout=2.0).verify(problem, Candidate(text=program, answer=program))
+    assert time.monotonic() - start < 10
+    assert not v.passed and "-bit int>" in v.feedback and len(v.feedback) < 4000, v.feedback[:500]
+
+
+def test_feedback_is_safe_text_whatever_the_program_raises():
+    problem = _add_problem()
+    program = PROMPT + "    print('\\udcff out')\n    raise ValueError('x\\ud800y')\n"
+    for verifier in (UnitTestVerifier(TESTS, "add", timeout=2.0), DocstringExamplesVerifier(timeout=2.0)):
+        v = verifier.verify(problem, Candidate(text=program, answer=program))
+        assert not v.passed
+        v.feedback.encode("utf-8")  # no lone surrogates: the text can go into a model's prompt
+
+
+def test_a_job_larger_than_a_socket_message_goes_through_the_fork_server():
+    import tts.verifiers.code_judge as code_judge
+
+    problem = _add_problem()
+    big_tests = TESTS + "\n# " + "x" * 400_000 + "\n"
+    failures = code_judge._FORK_SERVER._failures
+    oracle = UnitTestVerifier(big_tests, "add", timeout=2.0).verify(
+        problem, Candidate(text=PROMPT + "    return a + b\n", answer=PROMPT + "    return a + b\n"))
+    assert oracle.passed, oracle.feedback
+    assert code_judge._FORK_SERVER._failures == failures

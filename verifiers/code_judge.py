@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import select
 import socket
 import subprocess
@@ -82,7 +83,28 @@ class _ForkServer:
         self._sock = ours
 
     def submit(self, job: dict, fds: tuple[int, int, int]) -> bool:
+        """Hand the job and its pipes (request, response, report) to a forked judge child."""
         data = json.dumps(job).encode()
+        job_r, job_w = os.pipe()
+        try:
+            sent = self._send(fds + (job_r,))
+        finally:
+            os.close(job_r)
+        if not sent:
+            os.close(job_w)
+            return False
+        try:  # the child reads while we write, so a job of any size goes through
+            with os.fdopen(job_w, "wb") as f:
+                job_w = -1
+                f.write(data)
+        except OSError as e:  # the server died before its child read the job
+            log.warning("judge fork server lost a job (%s)", e)
+        finally:
+            if job_w >= 0:
+                os.close(job_w)
+        return True
+
+    def _send(self, fds: tuple[int, ...]) -> bool:
         with self._lock:
             if self._failures >= 3:
                 return False
@@ -91,7 +113,7 @@ class _ForkServer:
                     if self._proc is None or self._proc.poll() is not None:
                         self._start()
                     assert self._sock is not None
-                    socket.send_fds(self._sock, [data], list(fds))
+                    socket.send_fds(self._sock, [b"job"], list(fds))
                     return True
                 except OSError as e:
                     log.warning("judge fork server unavailable (%s); restarting it", e)
@@ -162,9 +184,10 @@ def judge_program(
     runner: threading.Thread | None = None
     report_r, report_w = os.pipe()
     try:
+        nonce = secrets.token_hex(16)
         job = {"mode": mode, "tests": tests, "context": context, "entry_point": entry_point,
                "timeout": timeout, "example_timeout": example_timeout, "req_fd": req_w, "resp_fd": resp_r,
-               "wire_path": str(_WIRE), "parent_pid": os.getpid()}
+               "wire_path": str(_WIRE), "parent_pid": os.getpid(), "nonce": nonce}
         forked = _FORK_SERVER.submit(job, (req_w, resp_r, report_w))
         os.close(report_w)
         if not forked:
@@ -200,9 +223,12 @@ def judge_program(
         try:
             report = json.loads(out)
         except ValueError:
+            report = None
+        # Only the judge that got this job knows the nonce; a killed or impersonated judge is an error.
+        if not isinstance(report, dict) or report.get("nonce") != nonce or (judge is not None and judge.returncode):
             code = judge.returncode if judge is not None else "(forked)"
             detail = err.decode(errors="replace")[-2000:]
-            raise RuntimeError(f"judge exited {code} without a report: {detail}") from None
+            raise RuntimeError(f"judge exited {code} without a valid report: {detail}")
         return _combine(report, result)
     except Exception as e:  # noqa: BLE001 - the caller gets a report, whatever broke
         log.exception("judged run failed")
@@ -222,11 +248,16 @@ def judge_program(
             close(resp_w)
 
 
+def _text(value: object) -> str:
+    """Candidate-influenced text made safe to store and to send to a model (no lone surrogates)."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _combine(report: dict, program: ProgramResult) -> JudgeReport:
-    status, message = report.get("status", "error"), str(report.get("message", ""))
+    status, message = report.get("status", "error"), _text(report.get("message", ""))
     examples = report.get("examples")
     if examples is not None:
-        examples = [(bool(ok), str(msg)) for ok, msg in examples]
+        examples = [(bool(ok), _text(msg)) for ok, msg in examples]
     if status == "passed" and not program.passed:
         status = "timeout" if program.status == "timeout" else "failed"
         why = {"timeout": "did not end within the time limit", "error": "could not run"}.get(

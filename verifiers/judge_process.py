@@ -25,6 +25,7 @@ import importlib.util
 import io
 import json
 import os
+import reprlib
 import sys
 import time
 
@@ -56,7 +57,7 @@ class Channel:
         self.call_deadline = deadline
         self.fault = None
         self.next_id = 0
-        self.captured = []
+        self.captured = None  # the candidate's stdout during the current example (examples mode)
 
     def ready(self):
         try:
@@ -91,8 +92,8 @@ class Channel:
                 raise wire.WireError("answer to the wrong call")
             self.next_id += 1
             out = reply.get("out")
-            if type(out) is str and out:
-                self.captured.append(out)
+            if self.captured is not None and type(out) is str and out:
+                self.captured = (self.captured + out[-300:])[-300:]  # clipped here, whatever was sent
             if "ok" in reply:
                 return wire.decode(reply["ok"])
             err = reply.get("err")
@@ -107,18 +108,25 @@ class Channel:
         raise _as_exception(err[0], err[1])
 
 
+# Raised inside map(), filter(), iter(f, sentinel) or a generator, these end a loop quietly instead
+# of failing the test: a candidate's StopIteration must never become one here.
+_CONTROL_FLOW = (StopIteration, StopAsyncIteration)
+
+
 def _as_exception(name, message):
     """The candidate's exception as a fresh builtin exception of the same name (never its object)."""
+    name, message = name[:100], message[:500]  # clipped here: the candidate's own clip is only a claim
     cls = getattr(builtins, name, None)
-    if isinstance(cls, type) and issubclass(cls, Exception) and cls.__module__ == "builtins":
+    if (isinstance(cls, type) and issubclass(cls, Exception) and cls.__module__ == "builtins"
+            and not issubclass(cls, _CONTROL_FLOW)):
         try:
             exc = cls(message)
         except Exception:  # noqa: BLE001 - constructors with other signatures
             exc = RuntimeError("%s: %s" % (name, message))
     else:
         exc = RuntimeError("%s: %s" % (name, message))
-    exc.candidate_type = name
-    exc.candidate_message = message
+    exc.candidate_type = name[:100]
+    exc.candidate_message = message[:500]
     return exc
 
 
@@ -179,6 +187,22 @@ def _test_line(e, tests):
     return "line %d: %s" % (line, lines[line - 1].strip()[:200]) if 0 < line <= len(lines) else "line %d" % line
 
 
+class _ShortRepr(reprlib.Repr):
+    """repr for feedback: bounded in size and in time (a huge int is described, never converted)."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxstring = self.maxother = 200
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = self.maxfrozenset = 20
+        self.maxlevel = 4
+
+    def repr_int(self, x, level):
+        return repr(x) if x.bit_length() <= 1000 else "<a %d-bit int>" % x.bit_length()
+
+
+_short = _ShortRepr().repr
+
+
 def _value(node, ns):
     return eval(compile(ast.Expression(node), "<example>", "eval"), ns)
 
@@ -190,14 +214,16 @@ def _check_example(src, ns):
         test = node.test
         if isinstance(test.ops[0], ast.Eq):
             got, want = _value(test.left, ns), _value(test.comparators[0], ns)
-            return None if got == want else "expected %r, got %r" % (want, got)
+            return None if got == want else "expected %s, got %s" % (_short(want), _short(got))
         left = test.left
         if (isinstance(test.ops[0], ast.Lt) and isinstance(left, ast.Call) and getattr(left.func, "id", "") == "abs"
                 and len(left.args) == 1 and isinstance(left.args[0], ast.BinOp)
                 and isinstance(left.args[0].op, ast.Sub)):
             got, want = _value(left.args[0].left, ns), _value(left.args[0].right, ns)
             tol = _value(test.comparators[0], ns)
-            return None if abs(got - want) < tol else "expected %r (within %g), got %r" % (want, tol, got)
+            if abs(got - want) < tol:
+                return None
+            return "expected %s (within %s), got %s" % (_short(want), _short(tol), _short(got))
     exec(compile(tree, "<example>", "exec"), ns)
     return None
 
@@ -210,7 +236,7 @@ def run_examples(channel, job):
         if stop:
             results.append([False, stop])
             continue
-        channel.captured = []
+        channel.captured = ""
         channel.call_deadline = time.monotonic() + per_example
         try:
             with contextlib.redirect_stdout(io.StringIO()):
@@ -227,7 +253,7 @@ def run_examples(channel, job):
         except Exception as e:  # noqa: BLE001
             message = "raised " + _describe(e)
         if message is not None and channel.captured:
-            message += "\nstdout: " + "".join(channel.captured)[-300:]
+            message += "\nstdout: " + channel.captured
         results.append([message is None, (message or "")[:500]])
     n_ok = sum(ok for ok, _ in results)
     status = "passed" if n_ok == len(results) and channel.fault is None else "failed"
@@ -246,8 +272,25 @@ def _die_with_parent(parent):
         os._exit(1)
 
 
+def _limit_self(timeout):
+    """CPU time and memory bounds for this judge: decoding and formatting candidate values costs it."""
+    import math
+    import resource
+
+    cpu = int(math.ceil(timeout)) + 5
+    for which, value in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, 4 << 30)):
+        soft, hard = resource.getrlimit(which)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        try:
+            resource.setrlimit(which, (value, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def judge(job, wire, req_fd, resp_fd):
     """Run one job against the candidate behind (req_fd, resp_fd); the report as a dict."""
+    _limit_self(float(job["timeout"]))
     channel = Channel(wire, req_fd, resp_fd, time.monotonic() + float(job["timeout"]))
     report = {"ready": False, "callable": False, "examples": None}
     try:
@@ -266,6 +309,7 @@ def judge(job, wire, req_fd, resp_fd):
             ok = report["callable"]
             report.update(status="passed" if ok else "failed",
                           message="loads" if ok else "the program does not define a callable %s" % job["entry_point"])
+    report["nonce"] = job.get("nonce")  # proves the report came from the process that got the job
     return report
 
 
@@ -279,7 +323,6 @@ def main():
     """One job from stdin, its report on stdout (the fallback when the fork server is unavailable)."""
     job = json.loads(sys.stdin.read())
     _die_with_parent(job["parent_pid"])
-    sys.set_int_max_str_digits(0)
     try:
         report = judge(job, _load_wire(job["wire_path"]), job["req_fd"], job["resp_fd"])
     except Exception:  # noqa: BLE001 - reported, never a silent pass
@@ -290,8 +333,9 @@ def main():
 
 
 def fork_server(sock_fd, wire_path):
-    """Serve jobs from a unix socket: each message is a JSON job with three descriptors attached
-    (request pipe, response pipe, report pipe); a forked child judges it and writes the report.
+    """Serve jobs from a unix socket: each message carries four descriptors (request pipe, response
+    pipe, report pipe, and a pipe with the JSON job, so a job of any size fits); a forked child reads
+    the job, judges it and writes the report.
 
     Forking a warm, single-threaded interpreter costs about a millisecond where a fresh judge
     interpreter costs tens (json, ast and re imports); no job can affect another or this process.
@@ -301,27 +345,28 @@ def fork_server(sock_fd, wire_path):
 
     # No death signal: it would fire when the *thread* that started us ends. The toolkit's end of
     # the socket closes when its process dies (however it dies), and then recv returns nothing.
-    sys.set_int_max_str_digits(0)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children reap themselves
     wire = _load_wire(wire_path)
     sock = socket.socket(fileno=sock_fd)
     while True:
         try:
-            data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 3)
+            data, fds, _, _ = socket.recv_fds(sock, 64, 4)
         except InterruptedError:
             continue
         if not data:
             return  # the toolkit closed its end
-        if len(fds) != 3:
+        if len(fds) != 4:
             for fd in fds:
                 os.close(fd)
             continue
-        req_fd, resp_fd, report_fd = fds
+        req_fd, resp_fd, report_fd, job_fd = fds
         if os.fork() == 0:
             sock.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             try:
-                report = judge(json.loads(data), wire, req_fd, resp_fd)
+                with os.fdopen(job_fd, "rb") as f:
+                    job = json.loads(f.read())
+                report = judge(job, wire, req_fd, resp_fd)
             except BaseException:  # noqa: BLE001
                 report = _report_failure()
             try:
