@@ -9,16 +9,29 @@ import argparse
 import asyncio
 import hashlib
 import json
-import math
-import os
 import platform
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any, NoReturn
-from urllib.parse import urlsplit
+from typing import Any
 
 from tts import registry
+from tts.cli_args import (  # noqa: F401 - re-exported for tests and subcommands
+    _finite,
+    _int_at_least,
+    _Parser,
+    folder_write_problem,
+    non_negative_int,
+    positive_int,
+    probability,
+    question_text,
+    seconds,
+    server_url,
+    strategy_option,
+    temperature,
+    unicode_text,
+    writable_folder,
+)
 from tts.errors import BackendError, UserError
 
 # The openai backend's defaults, for --help without importing httpx (tests/test_cli.py checks they agree).
@@ -36,129 +49,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
-
-
-def _int_at_least(text: str, minimum: int, bound: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    return _int_at_least(text, 1, "at least 1")
-
-
-def non_negative_int(text: str) -> int:
-    return _int_at_least(text, 0, "0 or more")
-
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def temperature(text: str) -> float:
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more (0 is greedy), got {text!r}")
-    return value
-
-
-def probability(text: str) -> float:
-    """top-p: a share of the probability mass, 0 < p <= 1."""
-    value = _finite(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be greater than 0 and at most 1, got {text!r}")
-    return value
-
-
-def seconds(text: str) -> float:
-    value = _finite(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
-
-
-def unicode_text(text: str) -> str:
-    """Text from the command line: arguments that are not valid UTF-8 arrive as lone surrogates."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        bad = text[exc.start]
-        raw = bad.encode("utf-8", "surrogateescape") if "\udc80" <= bad <= "\udcff" else None
-        what = f"byte 0x{raw[0]:02x}" if raw else f"a lone surrogate {bad!r}"
-        raise argparse.ArgumentTypeError(f"not valid UTF-8 text ({what} at character {exc.start})") from None
-    return text
-
-
-def question_text(text: str) -> str:
-    text = unicode_text(text)
-    if not text.strip():
-        raise argparse.ArgumentTypeError("the question is empty")
-    return text
-
-
-def server_url(text: str) -> str:
-    text = unicode_text(text)
-    parsed = urlsplit(text)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise argparse.ArgumentTypeError(f"expected an http(s) URL such as http://127.0.0.1:8000/v1, got {text!r}")
-    try:
-        parsed.port  # noqa: B018 - raises for a port that is not a number
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad port in {text!r}") from None
-    return text
-
-
-def writable_folder(text: str) -> Path:
-    """An output folder: an existing folder we may write in, or one that can be created."""
-    path = Path(unicode_text(text))
-    problem = folder_write_problem(path)
-    if problem:
-        raise argparse.ArgumentTypeError(f"cannot write the folder {path}: {problem}")
-    return path
-
-
-def folder_write_problem(path: Path) -> str | None:
-    """Why `path` cannot be used as an output folder, without writing anything; None if it looks usable."""
-    if path.exists() and not path.is_dir():
-        return "it is a file"
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            return "no part of the path exists"
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"{probe} is a file"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"no permission to write in {probe}"
-    return None
-
-
-def strategy_option(text: str) -> tuple[str, Any]:
-    """KEY=VALUE (for -o, --task-option, --backend-option): the value as JSON, else as a string; dashes
-    in the key become underscores."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key.strip().replace("-", "_"), json.loads(value)
-    except json.JSONDecodeError:
-        return key.strip().replace("-", "_"), value
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse's own convention)
-        raise UserError(message)
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:

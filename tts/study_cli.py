@@ -16,16 +16,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tts.cli_args import non_negative_int, positive_int, writable_folder
 from tts.errors import UserError
 
 
 def register(subparsers) -> None:
     """Add `scale` and `report` to the `tts` subcommands (each sets `func`)."""
-    from tts.cli import (  # here, not at import time: tts.cli imports this module
-        non_negative_int,
-        positive_int,
-        writable_folder,
-    )
 
     sc = subparsers.add_parser(
         "scale", help="coverage, selector accuracy (majority, RPC, perplexity, ...) and the power-law fit "

