@@ -25,4 +25,4 @@ class BestOfN(Strategy):
         scores = [selection.verdict_score(c.verdicts) for c in candidates]
         pick = selection.best_of_n(scores, [c.mean_logprob for c in candidates])
         return ctx.finish_choice(problem, self.name, candidates, pick, scores=scores,
-                                 verifiers=[v.name for v in ctx.verifiers])
+                                 scorers=[s.name for s in ctx.scorers])

@@ -250,7 +250,7 @@ class _Search:
         if not requests:
             return []
         out = await self.ctx.generate(with_request_seeds(requests, self.ctx.rng))
-        self.phase_usage[phase] = self.phase_usage[phase] + usage_of(out)
+        self.phase_usage[phase] = self.phase_usage[phase] + usage_of(out, self.ctx.backend.parameter_count)
         return out
 
     async def _cluster(self, texts: list[str], k: int) -> list[int] | None:
@@ -380,7 +380,7 @@ class _Search:
         if labels is not None:
             for b, label in zip(pool, labels):
                 candidates[b].info["cluster"] = label
-        await ctx.verify(self.problem, candidates)
+        await ctx.score(self.problem, candidates)
         chosen = candidates[final.chosen]
         info = self._summary(stop_reason, steps_run, final, pool, labels, advantages)
         return ctx.finish(self.problem, self.name, answer=chosen.answer,

@@ -100,9 +100,9 @@ class TreeSearch:
 
     def __init__(self, algorithm: TreeSearchAlgorithm, config: TreeSearchConfig, problem: Problem,
                  ctx: StrategyContext):
-        if not ctx.verifiers:
-            raise UserError("tree search scores every answer with the task's selection verifiers, and this task "
-                            "has none (for code tasks the docstring examples serve)")
+        if not ctx.scorers:
+            raise UserError("tree search scores every answer with a scorer, and none was given (--scorer judge "
+                            "serves any task; code tasks default to their docstring examples)")
         self.algorithm = algorithm
         self.config = config
         self.problem = problem
@@ -152,7 +152,7 @@ class TreeSearch:
         out = await backend.generate(requests)  # another model: count its usage against this problem too
         self.ctx.usage.backend_calls += 1
         for samples in out:
-            self.ctx.usage.add_request(samples)
+            self.ctx.usage.add_request(samples, backend.parameter_count)
         return out
 
     async def generate_and_score(self, state: SearchState, expansions: list[Expansion]) -> list[ExpansionResult]:
@@ -181,7 +181,7 @@ class TreeSearch:
         for (_, keys, _), out in zip(per_backend.values(), outputs):
             samples.update({key: list(s) for key, s in zip(keys, out)})
         candidates = [self.ctx.candidate(self.problem, samples[(e.parent, e.action)].pop(0)) for e in expansions]
-        await self.ctx.verify(self.problem, candidates)
+        await self.ctx.score(self.problem, candidates)
         return [ExpansionResult(expansion=e.id, score=score(c), feedback=feedback(c), tokens=c.completion_tokens,
                                 payload=c) for e, c in zip(expansions, candidates)]
 

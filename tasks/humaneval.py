@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from tts.sandbox import sandbox_isolation
+from tts.scorer import Scorer
 from tts.task import Task
 from tts.tasks.loading import load_records, require_fields
 from tts.types import ChatMessage, Problem, Reference, TaskItem
 from tts.verifier import Verifier
 from tts.verifiers.code import (
-    DocstringExamplesVerifier,
     UnitTestVerifier,
     docstring_tests,
     extract_code,
@@ -68,5 +68,8 @@ class HumanEval(Task):
     def environment(self) -> dict[str, Any]:
         return {"sandbox": sandbox_isolation()}
 
-    def selection_verifiers(self) -> list[Verifier]:
-        return [DocstringExamplesVerifier()]
+    def default_scorers(self) -> list[Scorer]:
+        """The prompt's own examples, run against each program (a judge can be chosen with --scorer judge)."""
+        from tts.scorers.verdicts import DocstringExamplesScorer
+
+        return [DocstringExamplesScorer()]

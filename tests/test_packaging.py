@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGIN_DIRS = {"strategies": "tts/strategies", "tasks": "tts/tasks", "verifiers": "tts/verifiers"}
+PLUGIN_DIRS = {"strategies": "tts/strategies", "tasks": "tts/tasks", "verifiers": "tts/verifiers", "scorers": "tts/scorers"}
 
 
 @pytest.fixture(scope="module")

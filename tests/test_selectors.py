@@ -136,7 +136,7 @@ def test_verdict_score_and_passed():
 
 def ctx_for(script, task):
     backend = ScriptedBackend(script)
-    return StrategyContext(backend=backend, answers=task, verifiers=task.selection_verifiers()), backend
+    return StrategyContext(backend=backend, answers=task, scorers=task.default_scorers()), backend
 
 
 async def test_perplexity_strategy_takes_the_most_probable_sample():

@@ -13,7 +13,7 @@ from tts.strategy import StrategyContext
 def ctx_for(script, task=None, **kw):
     task = task or ToyTask()
     backend = ScriptedBackend(script)
-    return StrategyContext(backend=backend, answers=task, verifiers=task.selection_verifiers(), **kw), backend
+    return StrategyContext(backend=backend, answers=task, scorers=task.default_scorers(), **kw), backend
 
 
 async def test_self_consistency_majority_and_confidence():

@@ -83,7 +83,7 @@ def test_humaneval_public_tests_come_from_the_prompt_only():
         assert "def check(" not in shown and "METADATA" not in shown
         # every public test calls the function as the prompt shows it
         assert all(it.problem.entry_point in t for t in it.problem.public_tests)
-    assert [v.name for v in task.selection_verifiers()] == ["docstring-examples"]
+    assert [s.name for s in task.default_scorers()] == ["docstring-examples"]
 
 
 def test_jsonl_task_with_custom_fields(tmp_path):

@@ -46,7 +46,7 @@ def improving_model(text: str, index: int) -> str:
 def toy_ctx(script=improving_model, sampling=None, seed=0):
     task = ToyTask(selection=[TensVerifier()])
     backend = ScriptedBackend(script)
-    ctx = StrategyContext(backend=backend, answers=task, verifiers=task.selection_verifiers(),
+    ctx = StrategyContext(backend=backend, answers=task, scorers=task.default_scorers(),
                           sampling=sampling or SamplingConfig(), rng=random.Random(seed))
     return task.load(1)[0].problem, ctx, backend
 
@@ -163,10 +163,10 @@ def test_bad_options_and_missing_verifiers_are_user_errors(monkeypatch):
         ABMCTSM(sampler="pymc")
 
 
-async def test_a_task_without_selection_verifiers_is_refused():
+async def test_a_search_without_scorers_is_refused():
     task = ToyTask()
-    ctx = StrategyContext(backend=ScriptedBackend(["1"]), answers=task, verifiers=[])
-    with pytest.raises(UserError, match="selection verifiers"):
+    ctx = StrategyContext(backend=ScriptedBackend(["1"]), answers=task, scorers=[])
+    with pytest.raises(UserError, match="none was given"):
         await ABMCTSA(n=2).run(task.load(1)[0].problem, ctx)
 
 
@@ -226,7 +226,7 @@ async def test_humaneval_hidden_tests_never_reach_prompts_or_selection(name, hum
     backend = ScriptedBackend(model)
     for item in humaneval_items:
         assert item.reference.tests not in item.problem.model_dump_json()  # by construction
-        ctx = StrategyContext(backend=backend, answers=task, verifiers=task.selection_verifiers(),
+        ctx = StrategyContext(backend=backend, answers=task, scorers=task.default_scorers(),
                               rng=random.Random(1))
         result = await STRATEGIES[name](n=6, batch_size=2).run(item.problem, ctx)
         verdicts = [v for c in result.candidates for v in c.verdicts]

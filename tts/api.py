@@ -47,7 +47,7 @@ async def asolve(
     problem = task_obj.make_problem(question)
     sampling = SamplingConfig(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
     ctx = StrategyContext(backend=be, answers=task_obj, sampling=sampling,
-                          verifiers=task_obj.selection_verifiers(), rng=random.Random(seed))
+                          scorers=task_obj.default_scorers(), rng=random.Random(seed))
     return await strat.run(problem, ctx)
 
 

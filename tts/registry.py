@@ -1,9 +1,9 @@
 """Name -> class for strategies, tasks, verifiers and backends, through entry points, and the builders.
 
 Plugins living in other distributions register under the same groups (`tts.strategies`, `tts.tasks`,
-`tts.verifiers`, `tts.backends`) and appear here without any change to this package.
+`tts.verifiers`, `tts.backends`, `tts.scorers`) and appear here without any change to this package.
 
-The builders (`build_task`, `build_strategy`, `build_backend`) turn a name and its options into an
+The builders (`build_task`, `build_strategy`, `build_backend`, `build_scorer`) turn a name and its options into an
 object, validating the options against the plugin's declared model (a strategy's `Config`, a task's or
 a backend's `Options`): a bad key or value is a one-line `UserError`. Every layer that needs a plugin
 by name (the CLI, the API, the study, tree search's extra models) comes here; nothing below the API
@@ -23,11 +23,13 @@ from tts.errors import UserError
 
 if TYPE_CHECKING:
     from tts.backends.base import Backend
+    from tts.scorer import Scorer
     from tts.strategy import Strategy
     from tts.task import Task
 
-KINDS = ("strategies", "tasks", "verifiers", "backends")
-SINGULAR = {"strategies": "strategy", "tasks": "task", "verifiers": "verifier", "backends": "backend"}
+KINDS = ("strategies", "tasks", "verifiers", "backends", "scorers")
+SINGULAR = {"strategies": "strategy", "tasks": "task", "verifiers": "verifier", "backends": "backend",
+            "scorers": "scorer"}
 
 
 @cache
@@ -68,7 +70,7 @@ def describe(kind: str) -> list[tuple[str, str]]:
 def options_model(kind: str, name: str) -> type[BaseModel] | None:
     """The pydantic model of a plugin's declared options (strategies: `Config`; tasks, backends: `Options`)."""
     cls = get(kind, name)
-    model = getattr(cls, "Config" if kind == "strategies" else "Options", None)
+    model = getattr(cls, "Config" if kind == "strategies" else "Options", None)  # scorers: Options too
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
@@ -111,6 +113,15 @@ def build_task(name: str, **options: Any) -> Task:
         return cls(**{k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
         raise UserError(f"bad options for task {name!r}: {first_error(exc)}") from None
+
+
+def build_scorer(name: str, **options: Any) -> Scorer:
+    """A scorer by name, its options validated by its `Options` model (a bad one is a one-line UserError)."""
+    cls = get("scorers", name)
+    try:
+        return cls(**options)
+    except ValidationError as exc:
+        raise UserError(f"bad options for scorer {name!r}: {first_error(exc)}") from None
 
 
 def validate_options(kind: str, name: str, options: dict[str, Any]) -> BaseModel | None:

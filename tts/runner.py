@@ -20,6 +20,7 @@ from tts.backends.base import Backend
 from tts.errors import BackendError, UserError
 from tts.metrics import coverage, k_grid
 from tts.runs import SERVED_KEY, RunFolder
+from tts.scorer import Scorer
 from tts.strategy import Strategy, StrategyContext
 from tts.task import Task
 from tts.types import Result, SamplingConfig, TaskItem, Usage, Verdict
@@ -88,8 +89,11 @@ async def evaluate(
     seed: int = 0,
     concurrency: int = 64,
     progress: bool = True,
+    scorers: list[Scorer] | None = None,
 ) -> dict[str, Any]:
     """Generate, grade and append every pending problem; metrics.json of what is finished.
+
+    `scorers` score candidates for the strategy (default: the task's `default_scorers()`).
 
     The run folder is locked for the whole call. A problem that raises is logged and stays pending
     (nothing of it is written); the others go on, unless MAX_FAILURES_IN_A_ROW fail in a row. At the
@@ -101,7 +105,7 @@ async def evaluate(
     try:
         served = await backend.served_identity()
         return await _evaluate(task, items, strategy, backend, run, {**config, SERVED_KEY: served}, sampling,
-                               seed, concurrency, progress)
+                               seed, concurrency, progress, scorers)
     finally:
         if not held:
             run.release()
@@ -109,10 +113,10 @@ async def evaluate(
 
 async def _evaluate(task: Task, items: list[TaskItem], strategy: Strategy, backend: Backend, run: RunFolder,
                     config: dict[str, Any], sampling: SamplingConfig, seed: int, concurrency: int,
-                    progress: bool) -> dict[str, Any]:
+                    progress: bool, scorers: list[Scorer] | None) -> dict[str, Any]:
     finished = run.open(config)
     todo = [it for it in items if it.problem.id not in finished]
-    verifiers = task.selection_verifiers()
+    scorers = task.default_scorers() if scorers is None else scorers
     limit = asyncio.Semaphore(concurrency)
     started = time.perf_counter()
     bar = tqdm(total=len(items), initial=len(items) - len(todo), disable=not progress, unit="problem",
@@ -133,7 +137,7 @@ async def _evaluate(task: Task, items: list[TaskItem], strategy: Strategy, backe
             if in_a_row >= MAX_FAILURES_IN_A_ROW:  # the run is stopping: start nothing new
                 return
             try:
-                ctx = StrategyContext(backend=backend, answers=task, sampling=sampling, verifiers=verifiers,
+                ctx = StrategyContext(backend=backend, answers=task, sampling=sampling, scorers=scorers,
                                       rng=problem_rng(seed, item.problem.id))
                 result = await strategy.run(item.problem, ctx)
                 oracle, chosen = await asyncio.to_thread(grade, task, item, result)

@@ -205,11 +205,11 @@ def with_request_seeds(requests: list[GenerationRequest], rng: random.Random) ->
     return out
 
 
-def usage_of(outputs: Sequence[Sequence[Sample]]) -> Usage:
+def usage_of(outputs: Sequence[Sequence[Sample]], parameters: int | None = None) -> Usage:
     """Tokens of one generate call's outputs, counted like `StrategyContext.generate` counts them."""
     usage = Usage(backend_calls=1)
     for samples in outputs:
-        usage.add_request(list(samples))
+        usage.add_request(list(samples), parameters)
     return usage
 
 

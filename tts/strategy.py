@@ -1,7 +1,8 @@
 """The strategy contract: one uniform `run(problem, ctx) -> Result` (docs/architecture.md).
 
 `StrategyContext` is everything a strategy may touch: generation (with usage counted for it),
-the task's answer space, the selection verifiers (which never see the reference) and a seeded RNG.
+the task's answer space, the scorers (verifiers, judges, reward models: they never see the reference)
+and a seeded RNG.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ import random
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tts.backends.base import Backend
+from tts.scorer import Scorer, ScoringContext, as_scorer
 from tts.selection import ChoiceInfo, GroupInfo, Groups, Selection
 from tts.task import AnswerSpace
-from tts.types import Candidate, GenerationRequest, Problem, Result, Sample, SamplingConfig, Usage, Verdict
+from tts.types import Candidate, GenerationRequest, Problem, Result, Sample, SamplingConfig, Usage
 from tts.verifier import Verifier
 
 
@@ -27,17 +29,21 @@ class StrategyContext:
     backend: Backend
     answers: AnswerSpace
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    verifiers: list[Verifier] = field(default_factory=list)
+    # A plain Verifier given here is wrapped in a VerifierScorer (its checks run in threads).
+    scorers: list[Scorer] = field(default_factory=list)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     usage: Usage = field(default_factory=Usage)
     started: float = field(default_factory=time.perf_counter)
+
+    def __post_init__(self) -> None:
+        self.scorers = [as_scorer(cast(Scorer | Verifier, s)) for s in self.scorers]
 
     async def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
         """Generate through the backend and count the tokens against this problem."""
         out = await self.backend.generate(requests)
         self.usage.backend_calls += 1
         for samples in out:
-            self.usage.add_request(samples)
+            self.usage.add_request(samples, self.backend.parameter_count)
         return out
 
     async def sample(self, problem: Problem, n: int, **overrides: Any) -> list[Sample]:
@@ -47,30 +53,38 @@ class StrategyContext:
         return samples
 
     async def sample_candidates(self, problem: Problem, n: int, **overrides: Any) -> list[Candidate]:
-        """n samples as candidates with their answers, each checked by the selection verifiers.
+        """n samples as candidates with their answers, each scored by the context's scorers.
 
         The common start of every "sample n, then select" strategy; verdicts are recorded even where the
         selector ignores them, so studies can compare selectors on the same pool later.
         """
+        if "top_logprobs" not in overrides and self.wants_top_logprobs:
+            overrides["top_logprobs"] = self.wants_top_logprobs
         candidates = [self.candidate(problem, s) for s in await self.sample(problem, n, **overrides)]
-        await self.verify(problem, candidates)
+        await self.score(problem, candidates)
         return candidates
+
+    @property
+    def wants_top_logprobs(self) -> int:
+        """The top-k log-probabilities per generated token that the scorers read (confidence scorers), or 0."""
+        return max((getattr(s, "top_logprobs_needed", 0) for s in self.scorers), default=0)
 
     def candidate(self, problem: Problem, sample: Sample) -> Candidate:
         return Candidate.from_sample(sample, self.answers.extract_answer(sample.text, problem))
 
-    async def verify(self, problem: Problem, candidates: list[Candidate]) -> None:
-        """Attach every selection verifier's verdict to each candidate (blocking checks run in threads)."""
-        if not self.verifiers or not candidates:
+    async def score(self, problem: Problem, candidates: list[Candidate]) -> None:
+        """Attach every scorer's verdict to each candidate; the scorers run concurrently, each on the
+        whole batch (one engine call per scorer), their cost counted apart from generation."""
+        if not self.scorers or not candidates:
             return
-
-        def check(c: Candidate) -> list[Verdict]:
-            return [v.verify(problem, c) for v in self.verifiers]
-
-        verdicts = await asyncio.gather(*(asyncio.to_thread(check, c) for c in candidates))
-        for c, vs in zip(candidates, verdicts):
-            c.verdicts.extend(vs)
-        self.usage.verifier_calls += len(candidates) * len(self.verifiers)
+        sctx = ScoringContext(policy=self.backend, usage=self.usage)
+        per_scorer = await asyncio.gather(*(s.score(problem, candidates, sctx) for s in self.scorers))
+        for scorer, verdicts in zip(self.scorers, per_scorer):
+            if len(verdicts) != len(candidates):
+                raise RuntimeError(f"scorer {scorer.name!r} returned {len(verdicts)} verdicts for "
+                                   f"{len(candidates)} candidates")
+        for i, c in enumerate(candidates):
+            c.verdicts.extend(verdicts[i] for verdicts in per_scorer)
 
     def finish(self, problem: Problem, strategy: str, **fields: Any) -> Result:
         self.usage.wall_time = time.perf_counter() - self.started

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tts.scorer import Scorer
 from tts.types import Problem, Reference, TaskItem
 from tts.verifier import Verifier
 
@@ -65,8 +66,9 @@ class Task(ABC):
     def oracle(self, problem: Problem, reference: Reference) -> Verifier:
         """A verifier bound to the hidden reference, for grading after the strategy has answered."""
 
-    def selection_verifiers(self) -> list[Verifier]:
-        """Verifiers a deployed system could run (they see only the problem). Default: none."""
+    def default_scorers(self) -> list[Scorer]:
+        """The scorers used when `tts eval` is given no `--scorer`: what a deployed system could run (they
+        see only the problem). Default: none."""
         return []
 
     def environment(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import Field
 
 from tts.backends.scripted import Completion, Script, ScriptedBackend
+from tts.scorer import Scorer, as_scorer
 from tts.strategy import Strategy, StrategyContext
 from tts.task import Task, TaskOptions
 from tts.types import Candidate, ChatMessage, Problem, Reference, Result, SamplingConfig, TaskItem, Verdict
@@ -130,8 +131,8 @@ class ToyTask(Task):
     def oracle(self, problem: Problem, reference: Reference) -> Verifier:
         return ExactMatchVerifier(reference.answer)
 
-    def selection_verifiers(self) -> list[Verifier]:
-        return list(self.selection)
+    def default_scorers(self) -> list[Scorer]:
+        return [as_scorer(v) for v in self.selection]
 
 
 def toy_script(text: str, index: int) -> Completion:
@@ -156,11 +157,11 @@ def toy_script(text: str, index: int) -> Completion:
 async def run_strategy(strategy: Strategy, task: Task | None = None, backend: Any = None, *, problem: int = 0,
                        sampling: SamplingConfig | None = None, seed: int = 0) -> Result:
     """Run `strategy` on one problem of `task` (default `ToyTask()`) against `backend` (default
-    `ScriptedBackend(toy_script)`), with the task's selection verifiers, like `tts eval` does for each
+    `ScriptedBackend(toy_script)`), with the task's default scorers, like `tts eval` does for each
     problem. Returns the strategy's `Result` (grade it with `task.oracle(...)` if you need to)."""
     task = task if task is not None else ToyTask()
     backend = backend if backend is not None else ScriptedBackend(toy_script)
     item = task.load(problem + 1)[problem]
     ctx = StrategyContext(backend=backend, answers=task, sampling=sampling or SamplingConfig(max_tokens=64),
-                          verifiers=task.selection_verifiers(), rng=random.Random(seed))
+                          scorers=task.default_scorers(), rng=random.Random(seed))
     return await strategy.run(item.problem, ctx)

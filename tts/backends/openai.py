@@ -257,21 +257,21 @@ class OpenAIBackend(Backend):
             payload["seed"] = cfg.seed
         if isinstance(req.prompt, str):
             payload["prompt"] = req.prompt + req.continuation
-            if cfg.logprobs:
-                payload["logprobs"] = 0
+            if cfg.logprobs or cfg.top_logprobs:
+                payload["logprobs"] = cfg.top_logprobs
             return "/completions", payload
         payload["messages"] = [m.model_dump() for m in req.prompt]
         if req.continuation:  # vLLM's server extension: continue the open assistant turn
             payload["messages"].append({"role": "assistant", "content": req.continuation})
             payload["continue_final_message"] = True
             payload["add_generation_prompt"] = False
-        if cfg.logprobs:
+        if cfg.logprobs or cfg.top_logprobs:
             payload["logprobs"] = True
-            payload["top_logprobs"] = 0
+            payload["top_logprobs"] = cfg.top_logprobs
         return "/chat/completions", payload
 
     @staticmethod
-    def _samples(body: dict, chat: bool, want_logprobs: bool) -> list[Sample]:
+    def _samples(body: dict, chat: bool, want_logprobs: bool, top_k: int = 0) -> list[Sample]:
         """The choices as Samples; MalformedAnswer (retried) when there are none or one cannot be read.
         Fewer choices than asked for are returned as they are (the base class asks again for the rest)."""
         choices = body.get("choices")
@@ -288,13 +288,14 @@ class OpenAIBackend(Backend):
             elif not isinstance(choice.get("text"), str):
                 raise MalformedAnswer(f"choice {i} without a text field")
         try:
-            return OpenAIBackend._read_choices(body, choices, chat, want_logprobs)
+            return OpenAIBackend._read_choices(body, choices, chat, want_logprobs or bool(top_k), top_k)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise MalformedAnswer(f"unreadable usage or logprobs ({type(exc).__name__}: {one_line(str(exc), 100)})") \
                 from None
 
     @staticmethod
-    def _read_choices(body: dict, choices: list[dict], chat: bool, want_logprobs: bool) -> list[Sample]:
+    def _read_choices(body: dict, choices: list[dict], chat: bool, want_logprobs: bool,
+                      top_k: int = 0) -> list[Sample]:
         usage = body.get("usage") or {}
         choices = sorted(choices, key=lambda c: c.get("index") or 0)
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
@@ -303,12 +304,22 @@ class OpenAIBackend(Backend):
         samples = []
         for choice in choices:
             token_lps: list[float] | None = None
+            top: list[dict[str, float]] | None = None
             lp = choice.get("logprobs")
             if want_logprobs and lp:
                 if chat:
                     token_lps = [float(t["logprob"]) for t in lp.get("content") or []]
                 else:
                     token_lps = [float(x) for x in lp.get("token_logprobs") or [] if x is not None]
+            if top_k and lp:
+                if chat:
+                    top = [_top_k({e["token"]: e["logprob"] for e in t.get("top_logprobs") or []}, top_k)
+                           for t in lp.get("content") or []]
+                else:
+                    top = [_top_k(d or {}, top_k) for d in lp.get("top_logprobs") or []]
+                if not any(top):
+                    raise MalformedAnswer(f"no top logprobs although {top_k} were asked for (does the server "
+                                          "support them? vllm serve needs --max-logprobs >= k)")
             text = choice["message"].get("content") if chat else choice["text"]
             count = len(token_lps) if token_lps is not None else None
             samples.append(
@@ -317,6 +328,7 @@ class OpenAIBackend(Backend):
                     token_count=count if count is not None else total_completion // max(len(choices), 1),
                     logprob_sum=sum(token_lps) if token_lps is not None else None,
                     token_logprobs=token_lps,
+                    top_logprobs=top,
                     finish_reason=choice.get("finish_reason"),
                     stop_reason=choice.get("stop_reason"),
                     prompt_tokens=prompt_tokens,
@@ -330,7 +342,8 @@ class OpenAIBackend(Backend):
         chat = path == "/chat/completions"
         async with self._limit:
             return await self._request("POST", path, payload,
-                                       parse=lambda body: self._samples(body, chat, req.sampling.logprobs))
+                                       parse=lambda body: self._samples(body, chat, req.sampling.logprobs,
+                                                                         req.sampling.top_logprobs))
 
     async def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
         self._bind_loop()
@@ -366,3 +379,9 @@ class OpenAIBackend(Backend):
 
     def info(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model, "base_url": self.base_url}
+
+
+def _top_k(entries: dict[str, Any], k: int) -> dict[str, float]:
+    """The k most likely tokens of one position, most likely first (servers add the sampled one)."""
+    ranked = sorted(((str(t), float(v)) for t, v in entries.items()), key=lambda e: -e[1])
+    return dict(ranked[:k])

@@ -18,8 +18,8 @@ from tts.backends.render import prompt_text
 from tts.types import GenerationRequest, Sample
 
 # A script maps (prompt text, index of this sample among all samples drawn for that prompt) to a completion,
-# or to (completion, mean token logprob).
-Completion = str | tuple[str, float]
+# to (completion, mean token logprob), or to a whole `Sample` (returned as is: fixed logprobs, top logprobs).
+Completion = str | tuple[str, float] | Sample
 Script = Callable[[str, int], Completion] | Sequence[Completion]
 
 
@@ -73,6 +73,10 @@ class ScriptedBackend(Backend):
             for _ in range(req.sampling.n):
                 completion = self._complete(text, self._drawn[text])
                 self._drawn[text] += 1
+                if isinstance(completion, Sample):
+                    update = {} if completion.prompt_tokens else {"prompt_tokens": len(text.split())}
+                    samples.append(completion.model_copy(update=update))
+                    continue
                 if isinstance(completion, tuple):
                     body, mean_lp = completion
                 else:
@@ -92,7 +96,9 @@ class ScriptedBackend(Backend):
                         text=body,
                         token_count=count,
                         logprob_sum=mean_lp * count,
-                        token_logprobs=[mean_lp] * count if req.sampling.logprobs else None,
+                        token_logprobs=[mean_lp] * count if req.sampling.logprobs or req.sampling.top_logprobs
+                        else None,
+                        top_logprobs=_scripted_top(words or [""], mean_lp, req.sampling.top_logprobs),
                         finish_reason="stop",
                         stop_reason=stop_reason,
                         prompt_tokens=len(text.split()),
@@ -100,3 +106,11 @@ class ScriptedBackend(Backend):
                 )
             out.append(samples)
         return out
+
+
+def _scripted_top(words: list[str], mean_lp: float, k: int) -> list[dict[str, float]] | None:
+    """Top-k logprobs for a scripted completion: each word at the mean logprob, then k - 1 made-up
+    alternatives one nat apart (enough for confidence scorers' plumbing; script a `Sample` for exact values)."""
+    if not k:
+        return None
+    return [{w: mean_lp, **{f"<alt{j}>": mean_lp - j for j in range(1, k)}} for w in words]

@@ -50,6 +50,7 @@ class _Pending:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     logprobs: bool
+    top_logprobs: int = 0
 
 
 @dataclass
@@ -195,7 +196,7 @@ class VLLMBackend(Backend):
                     continue
                 pending = waiting.pop(out.request_id, None)
                 if pending is not None:
-                    samples = self._to_samples(out, pending.logprobs)
+                    samples = self._to_samples(out, pending.logprobs, pending.top_logprobs)
                     pending.loop.call_soon_threadsafe(_resolve, pending.future, samples)
 
     @staticmethod
@@ -205,20 +206,24 @@ class VLLMBackend(Backend):
         waiting.clear()
 
     @staticmethod
-    def _to_samples(out: Any, want_logprobs: bool) -> list[Sample]:
+    def _to_samples(out: Any, want_logprobs: bool, top_k: int = 0) -> list[Sample]:
         prompt_tokens = len(out.prompt_token_ids or [])
         cached = out.num_cached_tokens or 0
         samples = []
         for c in sorted(out.outputs, key=lambda c: c.index):
             token_lps = None
-            if want_logprobs and c.logprobs is not None:
+            top = None
+            if (want_logprobs or top_k) and c.logprobs is not None:
                 token_lps = [float(step[tid].logprob) for step, tid in zip(c.logprobs, c.token_ids)]
+            if top_k and c.logprobs is not None:
+                top = [_top_k(step, top_k) for step in c.logprobs]
             samples.append(
                 Sample(
                     text=c.text,
                     token_count=len(c.token_ids),
                     logprob_sum=sum(token_lps) if token_lps is not None else None,
                     token_logprobs=token_lps,
+                    top_logprobs=top,
                     finish_reason=c.finish_reason,
                     stop_reason=c.stop_reason,
                     prompt_tokens=prompt_tokens,
@@ -239,7 +244,8 @@ class VLLMBackend(Backend):
             max_tokens=cfg.max_tokens,
             stop=list(cfg.stop) or None,
             min_tokens=cfg.min_tokens,
-            logprobs=0 if cfg.logprobs else None,  # 0: only the sampled token's logprob
+            # k: the k most likely tokens (and the sampled one); 0: only the sampled token's logprob
+            logprobs=cfg.top_logprobs or (0 if cfg.logprobs else None),
             output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request, with all n samples
         )
         # A per-request seed kills vLLM's CPU engine ("CPU Generator does not use offset"); on CPU the
@@ -266,7 +272,8 @@ class VLLMBackend(Backend):
             future = loop.create_future()
             # A cancelled caller (timeout, Ctrl-C, a failed sibling task) frees its engine slots.
             future.add_done_callback(functools.partial(self._free_if_cancelled, rid))
-            self._queue.put(_Add(rid, ids, self._params(req.sampling), _Pending(future, loop, req.sampling.logprobs)))
+            self._queue.put(_Add(rid, ids, self._params(req.sampling), _Pending(future, loop, req.sampling.logprobs,
+                                                                             req.sampling.top_logprobs)))
             futures.append(future)
         return list(await asyncio.gather(*futures))
 
@@ -316,6 +323,16 @@ class VLLMBackend(Backend):
             "env": {k: os.environ.get(k) for k in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE",
                                                    "VLLM_CPU_OMP_THREADS_BIND", "OMP_NUM_THREADS")},
         }
+
+
+def _top_k(step: dict[int, Any], k: int) -> dict[str, float]:
+    """The k most likely tokens of one position (vLLM adds the sampled token when it ranks lower), by rank."""
+    ranked = sorted((lp for lp in step.values() if lp.rank is not None and lp.rank <= k), key=lambda lp: lp.rank)
+    out: dict[str, float] = {}
+    for lp in ranked:
+        token = lp.decoded_token if lp.decoded_token is not None else ""
+        out.setdefault(token, float(lp.logprob))  # two ids that decode alike: keep the more likely
+    return out
 
 
 def _resolve(future: asyncio.Future, value: Any) -> None:
