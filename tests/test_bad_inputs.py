@@ -143,6 +143,8 @@ BAD_INPUTS: list[Row] = [
     Row("top-p-nan", fast("--top-p", "nan"), "argument --top-p: expected a finite number"),
     Row("max-tokens-zero", fast("--max-tokens", "0"), "argument --max-tokens: must be at least 1"),
     Row("seed-not-a-number", fast("--seed", "x"), "argument --seed: invalid int value: 'x'"),
+    Row("top-logprobs-too-many", fast("--top-logprobs", "21"), "argument --top-logprobs: must be at most 20"),
+    Row("top-logprobs-negative", fast("--top-logprobs", "-1"), "argument --top-logprobs: must be 0 or more"),
     Row("max-model-len-zero", fast("--max-model-len", "0"), "argument --max-model-len: must be at least 1"),
     Row("few-shot-negative", fast("--few-shot", "-1"), "argument --few-shot: must be 0 or more, got -1"),
     Row("few-shot-not-a-number", fast("--few-shot", "two"), "argument --few-shot: expected an integer"),

@@ -29,6 +29,7 @@ from tts.cli_args import (  # noqa: F401 - re-exported for tests and subcommands
     server_url,
     strategy_option,
     temperature,
+    top_logprobs,
     unicode_text,
     writable_folder,
 )
@@ -77,6 +78,9 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=probability, default=1.0)
     p.add_argument("--max-tokens", type=positive_int, default=512)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top-logprobs", type=top_logprobs, default=0, metavar="K",
+                   help="record the K most likely tokens' log-probabilities at every generated position (0-20; "
+                        "confidence scorers read them; they ask for what they need themselves)")
     p.add_argument("--max-model-len", type=positive_int, default=None,
                    help="vllm backend: context length (default 4096)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "auto"],
@@ -217,7 +221,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not items:
         raise UserError(f"task {args.task!r} has no problems")
     # --seed seeds the engine and each problem's RNG; no per-request seed is sent (it kills vLLM's CPU engine).
-    sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
+    sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+                              top_logprobs=args.top_logprobs)
     config: dict[str, Any] = {
         "task": args.task,
         # the options given (data_dir is where the same records live, not which records)

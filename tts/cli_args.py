@@ -32,6 +32,13 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0, "0 or more")
 
 
+def top_logprobs(text: str) -> int:
+    value = _int_at_least(text, 0, "0 or more")
+    if value > 20:
+        raise argparse.ArgumentTypeError(f"must be at most 20 (what OpenAI-compatible servers allow), got {value}")
+    return value
+
+
 def _finite(text: str) -> float:
     try:
         value = float(text)

@@ -437,6 +437,7 @@ class RunFolder:
                 "mean_logprob": finite_or_none(cand.mean_logprob),
                 "finish_reason": cand.finish_reason,
                 "selection": [v.model_dump() for v in cand.verdicts],
+                "trace": cand.trace.model_dump() if cand.trace is not None else None,  # per-token numbers
                 "correct": verdict.passed,
                 "oracle_feedback": verdict.feedback[:500],
                 "oracle_isolation": verdict.isolation,  # code tasks: the sandbox the grading ran in

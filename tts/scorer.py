@@ -75,8 +75,9 @@ class Scorer(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     Options: ClassVar[type[ScorerOptions]] = ScorerOptions
-    # "outcome": one score per solution; "process": per-step scores aggregated into the score.
-    level: ClassVar[Literal["outcome", "process"]] = "outcome"
+    # "outcome": one score per solution; "process": per-step scores aggregated into the score (an instance
+    # may set it from its options, e.g. the judge's `level`).
+    level: Literal["outcome", "process"] = "outcome"
     # Top-k log-probabilities per generated token the scorer reads from the candidates' samples (confidence
     # scorers); strategies that sample for it ask the backend for them. 0: none.
     top_logprobs_needed: int = 0

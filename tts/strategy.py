@@ -58,7 +58,7 @@ class StrategyContext:
         The common start of every "sample n, then select" strategy; verdicts are recorded even where the
         selector ignores them, so studies can compare selectors on the same pool later.
         """
-        if "top_logprobs" not in overrides and self.wants_top_logprobs:
+        if "top_logprobs" not in overrides and self.wants_top_logprobs > self.sampling.top_logprobs:
             overrides["top_logprobs"] = self.wants_top_logprobs
         candidates = [self.candidate(problem, s) for s in await self.sample(problem, n, **overrides)]
         await self.score(problem, candidates)
