@@ -11,12 +11,14 @@ import random
 from typing import Any
 
 from tts.backends.base import Backend
-from tts.registry import build_backend, build_strategy, build_task
+from tts.registry import build_backend, build_scorer, build_strategy, build_task
+from tts.scorer import Scorer
 from tts.strategy import Strategy, StrategyContext
 from tts.task import Task
 from tts.types import Result, SamplingConfig
 
-__all__ = ["asolve", "solve", "build_backend", "build_strategy", "build_task"]  # the builders live in tts.registry
+# the builders live in tts.registry
+__all__ = ["asolve", "solve", "build_backend", "build_scorer", "build_strategy", "build_task"]
 
 
 async def asolve(
@@ -34,20 +36,23 @@ async def asolve(
     top_p: float = 1.0,
     max_tokens: int = 512,
     seed: int = 0,
+    scorers: list[str | Scorer] | None = None,
     **strategy_options: Any,
 ) -> Result:
     """Answer one question with a test-time-scaling strategy; the `Result` carries every candidate and the cost.
 
     The task decides the prompt and the answer format (default: MATH-style, answer in \\boxed{}).
     `task_options` / `backend_options` are the options a task or backend declares (see `tts list`).
+    `scorers`: scorer names or objects (default: the task's default scorers, e.g. the judge for math).
     """
     task_obj = task if isinstance(task, Task) else build_task(task, **(task_options or {}))
     strat = strategy if isinstance(strategy, Strategy) else build_strategy(strategy, n=n, **strategy_options)
     be = build_backend(backend, model, base_url, **(backend_options or {}))
     problem = task_obj.make_problem(question)
     sampling = SamplingConfig(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
-    ctx = StrategyContext(backend=be, answers=task_obj, sampling=sampling,
-                          scorers=task_obj.default_scorers(), rng=random.Random(seed))
+    chosen = task_obj.default_scorers() if scorers is None else [
+        s if isinstance(s, Scorer) else build_scorer(s) for s in scorers]
+    ctx = StrategyContext(backend=be, answers=task_obj, sampling=sampling, scorers=chosen, rng=random.Random(seed))
     return await strat.run(problem, ctx)
 
 

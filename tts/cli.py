@@ -60,6 +60,12 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default=None,
                    help="local HF folder, .gguf file, cached model name, or hub id (default: built-in SmolLM2-135M)")
     p.add_argument("--backend", default="vllm", help="vllm (in-process engine) or openai (HTTP server)")
+    p.add_argument("--scorer", action="append", default=[], metavar="NAME",
+                   help="score candidates with this scorer (repeatable; `none`: no scorer); default: the task's "
+                        "(math: judge, humaneval: docstring-examples); see `tts list`")
+    p.add_argument("--scorer-option", action="append", default=[], metavar="[NAME.]KEY=VALUE", type=strategy_option,
+                   help="an option a scorer declares, e.g. --scorer-option level=process or judge.votes=4 (values "
+                        "are JSON, else strings); see `tts list`")
     p.add_argument("--verbose", "-v", action="store_true",
                    help="show the engine's own output (vLLM and torch warnings) here instead of in its log file")
     p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE", type=strategy_option,
@@ -121,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_args(so)
     so.add_argument("--json", action="store_true", help="print the whole Result as JSON")
 
-    sub.add_parser("list", help="list strategies, tasks, verifiers and backends").set_defaults(func=cmd_list)
+    sub.add_parser("list", help="list strategies, tasks, verifiers, backends and scorers").set_defaults(func=cmd_list)
 
     from tts.models.commands import register as register_models
 
@@ -130,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     from tts.study_cli import register as register_studies
 
     register_studies(sub)
+
+    from tts.rescore import register as register_rescore
+
+    register_rescore(sub)
 
     ev.set_defaults(func=cmd_eval)
     so.set_defaults(func=cmd_solve)
@@ -166,6 +176,20 @@ def _plugin_options(kind: str, name: str, given: list[tuple[str, Any]], shortcut
     return options
 
 
+def _scorers(args: argparse.Namespace, task: Any) -> list[Any]:
+    """The chosen scorers with their options (validated before any engine starts), else the task's default
+    scorers (rebuilt by name when --scorer-option adjusts them)."""
+    if args.scorer:
+        return registry.build_scorers(args.scorer, args.scorer_option)
+    defaults = task.default_scorers()
+    if not args.scorer_option:
+        return defaults
+    if not defaults:
+        raise UserError(f"--scorer-option given, but task {task.name!r} has no default scorer: "
+                        "choose one with --scorer")
+    return registry.build_scorers([s.name for s in defaults], args.scorer_option)
+
+
 def _task_options(args: argparse.Namespace) -> dict[str, Any]:
     shortcuts = {"data_dir": ("--data-dir", getattr(args, "data_dir", None)),
                  "data_file": ("--data-file", getattr(args, "data_file", None)),
@@ -199,7 +223,8 @@ def _run_folder_name(config: dict[str, Any]) -> str:
     # dtype and backend_options count only when set: runs made before they existed keep their folder name
     identity = json.dumps({k: config[k] for k in ("task", "task_options", "strategy", "strategy_options",
                                                     "model", "backend", "sampling", "seed")
-                           if k in config} | {k: config[k] for k in ("dtype", "backend_options") if config.get(k)},
+                           if k in config} | {k: config[k] for k in ("dtype", "backend_options", "scorers")
+                                              if config.get(k)},
                           sort_keys=True)
     digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
     model = Path(str(config["model"] or "default")).name.replace("/", "_")
@@ -217,6 +242,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     backend_options = _backend_options(args)
     task = build_task(args.task, **_task_options(args))
     strategy = build_strategy(args.strategy, **_strategy_options(args))
+    scorers = _scorers(args, task)
     items = task.load(args.limit)
     if not items:
         raise UserError(f"task {args.task!r} has no problems")
@@ -235,6 +261,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "sampling": sampling.model_dump(mode="json"),
         "seed": args.seed,
         "dtype": args.dtype,
+        "scorers": [s.identity() for s in scorers],
     }
     if identity := _backend_identity(args.backend, backend_options):  # absent when empty (older runs' names)
         config["backend_options"] = identity
@@ -275,10 +302,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 raise UserError(f"cannot write the folder {out}: {exc.strerror or exc}") from None
             if engine_log is not None:
                 engine_log.move_to(out / "engine.log")
-            return await evaluate(task, items, strategy, backend, run, config, sampling,
-                                  seed=args.seed, concurrency=args.concurrency, progress=not args.no_progress)
+            return await evaluate(task, items, strategy, backend, run, config, sampling, seed=args.seed,
+                                  concurrency=args.concurrency, progress=not args.no_progress, scorers=scorers)
         finally:
             run.release()
+            for scorer in scorers:
+                await scorer.aclose()
             await backend.aclose()
             if engine_log is not None:
                 engine_log.close()
@@ -303,6 +332,15 @@ def _print_metrics(out: Path, metrics: dict[str, Any], engine_log: Path | None =
     print(f"tokens: {u['completion_tokens']} generated, {u['prompt_tokens']} prompt ({u['cached_tokens']} cached)"
           + (f"; {seconds:.0f} s, {rate:.1f} tok/s" if rate and seconds
              else "  (nothing new generated: resumed a finished run)"))
+    if u.get("scorer_calls") or u.get("verifier_calls"):
+        print(f"scoring: {u.get('scorer_prompt_tokens', 0)} prompt tokens ({u.get('scorer_cached_tokens', 0)} cached), "
+              f"{u.get('scorer_completion_tokens', 0)} generated in {u.get('scorer_calls', 0)} engine calls; "
+              f"{u.get('verifier_calls', 0)} verifier checks")
+    gen, score = u.get("generator_flops"), u.get("scorer_flops")
+    if gen:
+        share = f" ({score / gen:.1%} of generation)" if score is not None else ""
+        print(f"FLOPs (2 x parameters x tokens, prefix cache discounted): generation {gen:.3g}, scoring "
+              f"{'unknown' if score is None else f'{score:.3g}'}{share}")
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
@@ -312,6 +350,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
     # Everything the user typed is checked before the backend (an engine start) is built.
     task = build_task(args.task, **_task_options(args))
     strategy = build_strategy(args.strategy, **_strategy_options(args))
+    scorers = _scorers(args, task)
     try:
         task.make_problem(args.question)
     except NotImplementedError as exc:
@@ -325,7 +364,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
         try:
             return await asolve(args.question, strategy, args.n, backend=backend, task=task,
                                 temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
-                                seed=args.seed)
+                                seed=args.seed, scorers=scorers)
         finally:
             await backend.aclose()
             if engine_log is not None:  # the last solve's engine output, in the model cache
@@ -362,7 +401,8 @@ def _option_help(kind: str, name: str) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    flags = {"strategies": "-o KEY=VALUE", "tasks": "--task-option KEY=VALUE", "backends": "--backend-option KEY=VALUE"}
+    flags = {"strategies": "-o KEY=VALUE", "tasks": "--task-option KEY=VALUE", "backends": "--backend-option KEY=VALUE",
+             "scorers": "--scorer-option KEY=VALUE"}
     for kind in registry.KINDS:
         print(f"{kind}:")
         for name, description in registry.describe(kind):

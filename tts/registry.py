@@ -124,6 +124,42 @@ def build_scorer(name: str, **options: Any) -> Scorer:
         raise UserError(f"bad options for scorer {name!r}: {first_error(exc)}") from None
 
 
+def build_scorers(names: list[str], options: list[tuple[str, Any]] | None = None) -> list[Scorer]:
+    """Scorers by name (`--scorer`), each with its options (`--scorer-option`).
+
+    An option key `NAME.KEY` goes to the scorer NAME (which must be chosen); a plain `KEY` goes to every
+    chosen scorer that declares it (one must). `none` alone means no scorer. A name given twice is refused.
+    """
+    if names == ["none"]:
+        if options:
+            raise UserError("--scorer-option given with --scorer none")
+        return []
+    if "none" in names:
+        raise UserError("--scorer none cannot be combined with other scorers")
+    if len(set(names)) != len(names):
+        raise UserError(f"a scorer is chosen twice: {', '.join(names)}")
+    for name in names:
+        get("scorers", name)  # an unknown name: one line listing the valid ones
+    per: dict[str, dict[str, Any]] = {name: {} for name in names}
+    by_key = {name.replace("-", "_"): name for name in names}
+    for key, value in options or []:
+        target, dot, field = key.partition(".")
+        if dot:
+            if target not in by_key:
+                raise UserError(f"--scorer-option {key}: {target.replace('_', '-')!r} is not a chosen scorer "
+                                f"(chosen: {', '.join(names)})")
+            per[by_key[target]][field] = value
+            continue
+        owners = [n for n in names if key in (options_model("scorers", n) or BaseModel).model_fields]
+        if not owners:
+            raise UserError(f"--scorer-option {key}: no chosen scorer ({', '.join(names)}) has an option {key!r}"
+                            + (f"; scorers that do: {', '.join(declaring('scorers', key))}"
+                               if declaring("scorers", key) else ""))
+        for owner in owners:
+            per[owner][key] = value
+    return [build_scorer(name, **per[name]) for name in names]
+
+
 def validate_options(kind: str, name: str, options: dict[str, Any]) -> BaseModel | None:
     """`options` validated by the plugin's declared model (None if it declares none); a UserError
     "bad options for <kind> <name>: <field>: <problem>" otherwise."""

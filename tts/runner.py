@@ -41,11 +41,16 @@ def grade(task: Task, item: TaskItem, result: Result) -> tuple[list[Verdict], Ve
     return verdicts, chosen
 
 
+FLOPS_FIELDS = ("generator_flops", "generator_flops_no_cache", "scorer_flops", "scorer_flops_no_cache")
+
+
 def summarise(rows: list[dict[str, Any]], elapsed: float | None = None) -> dict[str, Any]:
     """metrics.json: accuracy, coverage@k (unbiased), usage totals."""
     usage = Usage()
     for row in rows:
-        usage = usage + Usage(**row["usage"])
+        # rows written before FLOPs were counted: their FLOPs are unknown, not zero
+        counted = {k: None for k in FLOPS_FIELDS if k not in row["usage"]}
+        usage = usage + Usage(**{**row["usage"], **counted})
     counts = [(r["n_samples"], r["n_correct_samples"]) for r in rows if r["n_samples"] > 0]
     n_min = min((n for n, _ in counts), default=0)
     metrics: dict[str, Any] = {

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # Fields of config.json that define the run; resuming with any of them changed is refused.
 # (backend_options: the backend options given that change the answers; absent when there are none.)
 IDENTITY_KEYS = ("task", "task_options", "strategy", "strategy_options", "model", "backend", "sampling", "seed",
-                 "dtype", "backend_options")
+                 "dtype", "backend_options", "scorers")
 # What the backend reported it serves (`Backend.served_identity`); compared field by field on resume.
 SERVED_KEY = "served_identity"
 LOCK_FILE = "run.lock"

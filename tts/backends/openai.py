@@ -318,8 +318,10 @@ class OpenAIBackend(Backend):
                 else:
                     top = [_top_k(d or {}, top_k) for d in lp.get("top_logprobs") or []]
                 if not any(top):
-                    raise MalformedAnswer(f"no top logprobs although {top_k} were asked for (does the server "
-                                          "support them? vllm serve needs --max-logprobs >= k)")
+                    top = None
+            if top_k and top is None:  # a server that ignores the request would ignore it again: not retried
+                raise BackendError(f"the server returned no top log-probabilities although {top_k} were asked "
+                                   "for (does it support them? vllm serve allows up to --max-logprobs, default 20)")
             text = choice["message"].get("content") if chat else choice["text"]
             count = len(token_lps) if token_lps is not None else None
             samples.append(
