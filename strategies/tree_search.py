@@ -168,6 +168,8 @@ class TreeSearch:
                 update["temperature"] = action.temperature
             if action.top_p is not None:
                 update["top_p"] = action.top_p
+            if self.ctx.wants_top_logprobs > self.ctx.sampling.top_logprobs:  # confidence scorers read them
+                update["top_logprobs"] = self.ctx.wants_top_logprobs
             if self.ctx.sampling.seed is not None:  # one seed per expansion, or a repeated prompt repeats its answer
                 update["seed"] = self.ctx.sampling.seed + 1 + members[0].id
             request = GenerationRequest(prompt=self.prompt_for(state, parent),

@@ -137,7 +137,8 @@ def build_scorers(names: list[str], options: list[tuple[str, Any]] | None = None
     if "none" in names:
         raise UserError("--scorer none cannot be combined with other scorers")
     if len(set(names)) != len(names):
-        raise UserError(f"a scorer is chosen twice: {', '.join(names)}")
+        raise UserError(f"a scorer is chosen twice: {', '.join(names)} (to record one scorer with two settings, "
+                        "score again with `tts rescore` and a `label` option)")
     for name in names:
         get("scorers", name)  # an unknown name: one line listing the valid ones
     per: dict[str, dict[str, Any]] = {name: {} for name in names}

@@ -58,9 +58,10 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     for s in RunFolder(source).samples():
         samples.setdefault(str(s["problem_id"]), []).append(s)
     recorded = {v.get("verifier") for group in samples.values() for s in group for v in s.get("selection") or []}
-    again = [s.name for s in scorers if s.name in recorded]
+    again = [s.label for s in scorers if s.label in recorded]
     if again:
-        raise UserError(f"{source} already holds verdicts of {', '.join(again)}; rescore with other scorers")
+        raise UserError(f"{source} already holds verdicts named {', '.join(again)}; give the new scorer another "
+                        "name with --scorer-option label=NAME")
     task = registry.build_task(config["task"], **(config.get("task_options") or {}))
     problems = {it.problem.id: it.problem for it in task.load() if it.problem.id in rows}
     missing = sorted(set(rows) - set(problems))

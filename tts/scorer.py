@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from tts.types import Candidate, GenerationRequest, Problem, Sample, Usage, Verdict
 
@@ -45,6 +45,10 @@ class ScorerOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     outside_identity: ClassVar[frozenset[str]] = frozenset()
+
+    label: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\[\]=-]+$",
+                              description="the name its verdicts carry (default: the scorer's name); a distinct "
+                                          "label lets one scorer be recorded twice with other options")
 
 
 @dataclass
@@ -88,6 +92,11 @@ class Scorer(ABC):
     @abstractmethod
     async def score(self, problem: Problem, candidates: list[Candidate], ctx: ScoringContext) -> list[Verdict]:
         """One verdict per candidate, in order. Model calls go through `ctx.generate` (one per batch)."""
+
+    @property
+    def label(self) -> str:
+        """The name its verdicts carry: the `label` option, else the scorer's name."""
+        return self.options.label or self.name
 
     def identity(self) -> dict[str, Any]:
         """What config.json records of this scorer: its name and the options that change its scores."""

@@ -83,6 +83,9 @@ class StrategyContext:
             if len(verdicts) != len(candidates):
                 raise RuntimeError(f"scorer {scorer.name!r} returned {len(verdicts)} verdicts for "
                                    f"{len(candidates)} candidates")
+        for scorer, verdicts in zip(self.scorers, per_scorer):
+            if scorer.label != scorer.name:  # a relabelled scorer: its verdicts carry the label
+                verdicts[:] = [v.model_copy(update={"verifier": scorer.label}) for v in verdicts]
         for i, c in enumerate(candidates):
             c.verdicts.extend(verdicts[i] for verdicts in per_scorer)
 
