@@ -39,18 +39,17 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_rescore)
 
 
-def cmd_rescore(args: argparse.Namespace) -> int:
-    from tts import registry
+def read_source(source: Path, out: Path, scorers: list[Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]],
+                                                                       dict[str, list[dict[str, Any]]]]:
+    """The source run's config, finished result rows by problem id and sample rows by problem id; a
+    UserError if it is not a finished run, if `out` is the source, or if a scorer's label is taken."""
     from tts.runs import RunFolder, read_config
 
-    source = Path(args.run)
+    if out.resolve() == source.resolve():
+        raise UserError("--out must be a new folder, not the run being rescored")
     config = read_config(source / "config.json") if (source / "config.json").is_file() else None
     if config is None:
         raise UserError(f"{source} is not a run folder (no readable config.json)")
-    out = Path(args.out)
-    if out.resolve() == source.resolve():
-        raise UserError("--out must be a new folder, not the run being rescored")
-    scorers = registry.build_scorers(args.scorer, args.scorer_option)
     rows = {str(r["problem_id"]): r for r in RunFolder(source).results()}
     if not rows:
         raise UserError(f"{source} has no finished problem to rescore")
@@ -62,16 +61,26 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     if again:
         raise UserError(f"{source} already holds verdicts named {', '.join(again)}; give the new scorer another "
                         "name with --scorer-option label=NAME")
+    new_config = {**config, "scorers": [*(config.get("scorers") or []), *(s.identity() for s in scorers)],
+                  "rescored_from": str(source.resolve())}
+    new_config.pop("served_identity", None)  # the runner records what serves the scoring now
+    return new_config, rows, samples
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from tts import registry
+    from tts.runs import RunFolder
+
+    source, out = Path(args.run), Path(args.out)
+    scorers = registry.build_scorers(args.scorer, args.scorer_option)
+    new_config, rows, samples = read_source(source, out, scorers)
+    config = new_config
     task = registry.build_task(config["task"], **(config.get("task_options") or {}))
     problems = {it.problem.id: it.problem for it in task.load() if it.problem.id in rows}
     missing = sorted(set(rows) - set(problems))
     if missing:
         raise UserError(f"{len(missing)} problem(s) of {source} are not in task {config['task']!r} "
                         f"(first: {missing[0]})")
-    new_config = {**config, "scorers": [*(config.get("scorers") or []), *(s.identity() for s in scorers)],
-                  "rescored_from": str(source.resolve())}
-    new_config.pop("served_identity", None)  # the runner records what serves the scoring now
-
     from tts.console import build_quietly
 
     options = dict(config.get("backend_options") or {})
