@@ -7,7 +7,9 @@
 `register(subparsers)` adds both to the `tts` parser; handlers return an exit code and raise
 `UserError` for bad input, which `tts.cli.main` prints as one line with exit code 2. Flags are
 validated here (argparse types, `cmd_scale`), not in `tts.study`, whose functions take plain
-arguments. The curves are every study selector registered under the `tts.selectors` entry points. numpy, scipy
+arguments. The curves are every study selector registered under the `tts.selectors` entry points,
+then `best-of-n[<scorer>]` and `weighted-vote[<scorer>]` for every scorer recorded in the run, whose
+quality (AUROC, false-positive rate, fLaws ceiling) the summary prints one line each. numpy, scipy
 and matplotlib are imported only when a command runs, so `tts --help` stays fast.
 """
 
@@ -106,3 +108,8 @@ def _print_summary(study) -> None:
         fit = study.power_law
         r2 = "n/a" if fit.r2 is None else f"{fit.r2:.4f}"
         print(f"  power law log C(k) = a k^b: a={fit.a:.3f} b={fit.b:.3f} R^2={r2}")
+    if study.verifier is not None:
+        from tts.study.report import scorer_line
+
+        for quality in study.verifier.scorers:
+            print("  " + scorer_line(quality))

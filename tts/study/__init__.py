@@ -20,6 +20,11 @@ How each number is computed, and what is exact:
   across k, so differences between selectors and between budgets are paired). A vote's winning
   group is credited with the share of its members the oracle accepts (0 or 1 whenever the oracle
   agrees with the task's equivalence, as it does for math answers).
+- best-of-n[<scorer>]@k and weighted-vote[<scorer>]@k: best-of-n and the weighted vote on one
+  scorer's own score, one pair per scorer recorded in the run, on the same subsets (exact likewise).
+- scorer quality (`VerifierStudy.scorers`): per scorer, and per aggregation of a process scorer's
+  step scores, AUROC against the oracle, the false-positive rate at the scorer's threshold and the
+  fLaws ceiling, over every sample it scored (docs/study-selectors.md).
 - first-passing@k: exact in closed form (no draws): for a random order, the first accepted sample is
   uniform over the accepted ones, so Acc = pass@k(n, #accepted) * #accepted-and-correct / #accepted.
 - RPC@k: the Weibull fit depends on the subset, so RPC is run per subset exactly as the selector
@@ -52,6 +57,7 @@ from tts.study.schema import (
     ProblemCoverage,
     ScalingFile,
     ScalingStudy,
+    ScorerQuality,
     StudySettings,
     VerifierStudy,
 )
@@ -61,7 +67,7 @@ from tts.study.subsets import Subsets
 
 __all__ = [
     "DEFAULT_BOOTSTRAP", "DEFAULT_DRAWS", "GROUPS_FILE", "Curve", "LoadedRun", "Point", "PowerLawFit",
-    "ProblemCoverage", "ProblemPool", "ScalingFile", "ScalingStudy", "SelectorContext", "StudySelector",
-    "StudySettings", "Subsets", "VerifierStudy", "load_pools", "read_run", "register", "study_pools", "study_run",
-    "study_selectors", "task_equivalence",
+    "ProblemCoverage", "ProblemPool", "ScalingFile", "ScalingStudy", "ScorerQuality", "SelectorContext",
+    "StudySelector", "StudySettings", "Subsets", "VerifierStudy", "load_pools", "read_run", "register", "study_pools",
+    "study_run", "study_selectors", "task_equivalence",
 ]

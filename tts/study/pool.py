@@ -1,5 +1,10 @@
 """A run folder's samples as per-problem pools: read once, answers grouped once (cached in groups.json).
 
+Each scorer recorded in the samples' `selection` verdicts keeps its own arrays (`scores`, `flags`,
+and for a process scorer the `last`/`min`/`prod`/`mean` aggregations of its step scores in `steps`),
+NaN where a sample has no verdict of it; `score`/`passed` stay the combined view (mean of every
+verdict, all flags passed) the scorer-agnostic selectors use.
+
 Answers are grouped with the task's equivalence (the task named in config.json), each distinct pair
 compared at most once, and the groups are cached in the run folder (`groups.json`, keyed by task
 and answers), so a second study of the same run does no comparison (delete the file to regroup,
@@ -20,10 +25,24 @@ import numpy as np
 
 from tts.errors import UserError
 from tts.runs import RunFolder, read_config
+from tts.scorer import Aggregation, aggregate
 from tts.selection import Groups, verdict_passed, verdict_score
 from tts.types import Verdict
 
 GROUPS_FILE = "groups.json"
+# How a process scorer's step scores are aggregated in a study (tts.scorer.aggregate).
+AGGREGATIONS: tuple[Aggregation, ...] = ("last", "min", "prod", "mean")
+
+
+def dense_rank(score: np.ndarray, mean_logprob: np.ndarray) -> np.ndarray:
+    """Best-of-n key: dense rank of (score, mean log-prob), NaN lowest, so an argmax breaks ties as best_of_n."""
+    keys = np.stack([np.nan_to_num(mean_logprob, nan=-np.inf), np.nan_to_num(score, nan=-np.inf)])
+    order = np.lexsort(keys)  # last key most significant: score, then mean log-prob
+    sorted_keys = keys[:, order]
+    step = np.r_[0, np.any(sorted_keys[:, 1:] != sorted_keys[:, :-1], axis=0).cumsum()]
+    rank = np.empty(len(score), dtype=np.int64)
+    rank[order] = step
+    return rank
 
 
 @dataclass
@@ -38,6 +57,12 @@ class ProblemPool:
     tokens: np.ndarray           # completion tokens per sample
     score: np.ndarray | None     # selection-verifier score (NaN where none); None: no sample has one
     passed: np.ndarray | None    # bool: accepted by the selection verifiers; None: no sample has a flag
+    # Per scorer (the verdicts' `verifier`): its score, NaN where a sample has no verdict of it
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    # Per scorer: its pass flag as 1.0/0.0, NaN where missing or None (a scorer without a threshold)
+    flags: dict[str, np.ndarray] = field(default_factory=dict)
+    # Process scorers only: aggregation ("last", "min", "prod", "mean") -> aggregated step scores, NaN where none
+    steps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     group_correct: np.ndarray = field(init=False)  # per group: share of its members the oracle accepts
     p: np.ndarray = field(init=False)               # exp(mean log-prob), 0 where missing
     rank: np.ndarray = field(init=False)            # best-of-n key: dense rank of (score, mean log-prob)
@@ -51,13 +76,8 @@ class ProblemPool:
         self.group_correct = hits / np.maximum(sizes, 1)
         has_p = np.isfinite(self.mean_logprob)
         self.p = np.where(has_p, np.exp(np.where(has_p, self.mean_logprob, 0.0)), 0.0)
-        score = self.score if self.score is not None else np.full(self.n, np.nan)
-        keys = np.stack([np.nan_to_num(self.mean_logprob, nan=-np.inf), np.nan_to_num(score, nan=-np.inf)])
-        order = np.lexsort(keys)  # last key most significant: score, then mean log-prob
-        sorted_keys = keys[:, order]
-        step = np.r_[0, np.any(sorted_keys[:, 1:] != sorted_keys[:, :-1], axis=0).cumsum()]
-        self.rank = np.empty(self.n, dtype=np.int64)
-        self.rank[order] = step
+        self.rank = dense_rank(self.score if self.score is not None else np.full(self.n, np.nan), self.mean_logprob)
+        self._ranks: dict[str, np.ndarray] = {}
 
     @property
     def n(self) -> int:
@@ -67,6 +87,26 @@ class ProblemPool:
     def has_p(self) -> np.ndarray:
         return np.isfinite(self.mean_logprob)
 
+    def scorer_score(self, scorer: str | None, aggregation: str | None = None) -> np.ndarray | None:
+        """One scorer's scores (an aggregation of its step scores if given); None: absent from this pool.
+
+        scorer None: the combined score (mean of every verdict), as the scorer-agnostic selectors use.
+        """
+        if scorer is None:
+            return self.score
+        if aggregation is None:
+            return self.scores.get(scorer)
+        return self.steps.get(scorer, {}).get(aggregation)
+
+    def scorer_rank(self, scorer: str | None) -> np.ndarray:
+        """Best-of-n key of one scorer (`dense_rank` of its score and the mean log-prob), cached."""
+        if scorer is None:
+            return self.rank
+        if scorer not in self._ranks:
+            score = self.scores.get(scorer)
+            self._ranks[scorer] = dense_rank(np.full(self.n, np.nan) if score is None else score, self.mean_logprob)
+        return self._ranks[scorer]
+
     def subset(self, row: Sequence[int] | np.ndarray) -> ProblemPool:
         """The pool of the samples `row` only (answers regrouped from the ids, no equivalence call)."""
         row = np.asarray(row, dtype=np.int64)
@@ -74,7 +114,14 @@ class ProblemPool:
             problem_id=self.problem_id, groups=self.groups.subset(row), correct=self.correct[row],
             mean_logprob=self.mean_logprob[row], text_id=self.text_id[row], tokens=self.tokens[row],
             score=None if self.score is None else self.score[row],
-            passed=None if self.passed is None else self.passed[row])
+            passed=None if self.passed is None else self.passed[row],
+            scores={k: v[row] for k, v in self.scores.items()}, flags={k: v[row] for k, v in self.flags.items()},
+            steps={k: {a: v[row] for a, v in aggs.items()} for k, aggs in self.steps.items()})
+
+
+def scorer_names(pools: Sequence[ProblemPool]) -> list[str]:
+    """Every scorer with a score in some pool, sorted."""
+    return sorted({name for pool in pools for name, s in pool.scores.items() if np.isfinite(s).any()})
 
 
 class _CachedEquivalence:
@@ -176,10 +223,35 @@ def load_pools(run: RunFolder, equivalent: Callable[[str, str], bool] | None = N
                      {"grouping_seconds": grouping, "equivalence_calls": float(eq.calls)})
 
 
+def _per_scorer(verdicts: list[list[Verdict]]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                                                         dict[str, dict[str, np.ndarray]]]:
+    """Scores, flags and step-score aggregations per scorer (a sample's first verdict of each scorer)."""
+    n = len(verdicts)
+    names = sorted({v.verifier for vs in verdicts for v in vs})
+    scores = {name: np.full(n, np.nan) for name in names}
+    flags = {name: np.full(n, np.nan) for name in names}
+    steps: dict[str, dict[str, np.ndarray]] = {}
+    for i, vs in enumerate(verdicts):
+        seen: set[str] = set()
+        for v in vs:
+            if v.verifier in seen:
+                continue
+            seen.add(v.verifier)
+            scores[v.verifier][i] = v.score
+            if v.passed is not None:
+                flags[v.verifier][i] = float(v.passed)
+            if v.step_scores is not None:
+                aggs = steps.setdefault(v.verifier, {a: np.full(n, np.nan) for a in AGGREGATIONS})
+                for a in AGGREGATIONS:
+                    aggs[a][i] = aggregate(v.step_scores, a)
+    return scores, flags, steps
+
+
 def _pool(pid: str, rows: list[dict[str, Any]], verdicts: list[list[Verdict]], groups: Groups) -> ProblemPool:
     texts: dict[str, int] = {}
     scores = [verdict_score(v) for v in verdicts]
     flags = [verdict_passed(v) for v in verdicts]
+    per_scorer, per_flags, steps = _per_scorer(verdicts)
     return ProblemPool(
         problem_id=pid,
         groups=groups,
@@ -189,5 +261,6 @@ def _pool(pid: str, rows: list[dict[str, Any]], verdicts: list[list[Verdict]], g
         tokens=np.array([int(r.get("completion_tokens") or 0) for r in rows]),
         score=np.array([np.nan if s is None else s for s in scores]) if any(s is not None for s in scores) else None,
         passed=np.array([f is True for f in flags]) if any(f is not None for f in flags) else None,
+        scores=per_scorer, flags=per_flags, steps=steps,
     )
 

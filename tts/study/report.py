@@ -4,12 +4,16 @@
 Plots: coverage and every selector's accuracy against k (log-x, 95% bootstrap bands, the fitted
 power law dashed, the fLaws ceiling dotted when a selection verifier was present) and the same
 against completion tokens per problem. Several studies (runs) are overlaid in one plot, one colour
-per run. report.md embeds the plots and states the headline numbers in sentences.
+per run. A scorer's own selectors (`best-of-n[<scorer>]`, `weighted-vote[<scorer>]`) are thinner,
+with hollow markers: one line style per selector, one marker (and, for one run, one colour) per
+scorer. report.md embeds the plots, states the headline numbers in sentences and tabulates each
+scorer's quality (`scorer_table`).
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +24,7 @@ import numpy as np
 from matplotlib.ticker import FuncFormatter
 
 from tts.errors import UserError
-from tts.study.schema import Curve, Point, ScalingFile, ScalingStudy
+from tts.study.schema import Curve, Point, ScalingFile, ScalingStudy, ScorerQuality
 
 JSON_NAME = "scaling.json"
 CSV_NAME = "scaling.csv"
@@ -40,6 +44,10 @@ STYLES: dict[str, tuple[LineStyle, str]] = {
     "score-weighted-vote": ((0, (1, 2)), "X"),
     "first-passing": ((0, (4, 2, 1, 2)), "*"),
 }
+# A scorer's own selectors: the line style of the selector; the marker (and for one run the colour) is the scorer's.
+SCORER_CURVE = re.compile(r"^(best-of-n|weighted-vote)\[(.+)\]$")
+SCORER_STYLES: dict[str, LineStyle] = {"best-of-n": (0, (3, 1, 1, 1, 1, 1)), "weighted-vote": (0, (7, 2))}
+SCORER_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
 HEADLINE_KS = (1, 4, 16)
 # With several runs in one plot, only these curves get their interval band (the rest would blur it).
 BANDED_WHEN_OVERLAID = {"coverage", "majority", "rpc"}
@@ -85,14 +93,28 @@ def write_csv(data: ScalingFile, folder: Path) -> Path:
 # ================================================================================================ plots
 
 
-def _draw_curve(ax, curve: Curve, x: np.ndarray, color, run_label: str, many_runs: bool) -> None:
-    linestyle, marker = STYLES.get(curve.name, ("-", "."))
+def _scorers_of(study: ScalingStudy) -> list[str]:
+    """The scorers with their own selector curves in a study, in curve order."""
+    found = [m.group(2) for c in study.selectors if (m := SCORER_CURVE.match(c.name))]
+    return list(dict.fromkeys(found))
+
+
+def _draw_curve(ax, curve: Curve, x: np.ndarray, color, run_label: str, many_runs: bool,
+                scorers: list[str]) -> None:
+    scorer = SCORER_CURVE.match(curve.name)
+    if scorer:  # thinner, hollow markers: told apart from the scorer-agnostic selectors at a glance
+        linestyle, marker = SCORER_STYLES[scorer.group(1)], SCORER_MARKERS[scorers.index(scorer.group(2))
+                                                                           % len(SCORER_MARKERS)]
+        width, face = 1.1, "none"
+    else:
+        (linestyle, marker), width, face = STYLES.get(curve.name, ("-", ".")), 1.6, color
     y = np.array([p.value for p in curve.points])
     label = f"{curve.label} [{run_label}]" if many_runs else curve.label
-    ax.plot(x, y, linestyle=linestyle, marker=marker, color=color, label=label, linewidth=1.6, markersize=5)
+    ax.plot(x, y, linestyle=linestyle, marker=marker, color=color, label=label, linewidth=width, markersize=5,
+            markerfacecolor=face)
     lo = [p.lo for p in curve.points]
     hi = [p.hi for p in curve.points]
-    banded = not many_runs or curve.name in BANDED_WHEN_OVERLAID
+    banded = curve.name in BANDED_WHEN_OVERLAID if many_runs else not (scorer and len(scorers) > 1)
     if banded and all(v is not None for v in lo + hi):
         ax.fill_between(x, lo, hi, color=color, alpha=0.15 if curve.name == "coverage" else 0.07, linewidth=0)
 
@@ -102,13 +124,19 @@ def _plot(data: ScalingFile, path: Path, against_tokens: bool) -> Path:
     fig, ax = plt.subplots(figsize=(9.5, 5.5))
     # tab10 is a ListedColormap, which has .colors; the stubs type get_cmap as returning the Colormap base
     colors = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
+    scorer_colors = plt.get_cmap("Dark2").colors  # type: ignore[attr-defined]
     for i, study in enumerate(data.studies):
         color = colors[i % len(colors)]
         per_k = study.mean_tokens_per_sample if against_tokens else 1.0
         ks = np.array(study.ks, dtype=float)
+        scorers = _scorers_of(study)
         for j, curve in enumerate([study.coverage, *study.selectors]):
-            # One run: a colour per curve. Several runs: a colour per run, the curve told by its style.
-            _draw_curve(ax, curve, ks * per_k, color if many else colors[j % len(colors)], study.label, many)
+            # One run: a colour per curve (per scorer for a scorer's selectors, from another palette).
+            # Several runs: a colour per run, the curve told by its style.
+            own = SCORER_CURVE.match(curve.name)
+            one_run = (scorer_colors[scorers.index(own.group(2)) % len(scorer_colors)] if own
+                       else colors[j % len(colors)])
+            _draw_curve(ax, curve, ks * per_k, color if many else one_run, study.label, many, scorers)
         fit = study.power_law
         if fit is not None:
             dense = np.geomspace(1, max(study.ks), 100)
@@ -192,7 +220,8 @@ def headline(study: ScalingStudy) -> list[str]:
         assert curve is not None  # `named` keeps only the curves the study has
         lines.append(f"{label[0].upper() + label[1:]} accuracy: "
                      + ", ".join(f"{_pct(p.value)} at k={p.k}" for p in curve.points) + ".")
-    others = [c for c in study.selectors if c.name not in {n for n, _ in named}]
+    # a scorer's own selectors are in the scorer quality table (at the largest k)
+    others = [c for c in study.selectors if c.name not in {n for n, _ in named} and not SCORER_CURVE.match(c.name)]
     if others:
         lines.append(f"At k={k_max}: " + _join([f"{c.label} {_with_ci(c, k_max)}" for c in others]) + ".")
     fit = study.power_law
@@ -206,7 +235,7 @@ def headline(study: ScalingStudy) -> list[str]:
     if comparison:
         lines.append(comparison)
     v = study.verifier
-    if v is not None:
+    if v is not None and v.samples:
         names = ", ".join(v.verifiers) or "the selection verifier"
         text = (f"The selection verifier ({names}) accepts {_pct(v.false_positive_rate)} of incorrect samples "
                 f"(false-positive rate f) and {_pct(v.true_positive_rate)} of correct ones; with per-sample "
@@ -215,6 +244,8 @@ def headline(study: ScalingStudy) -> list[str]:
         if first is not None:
             text += f", beside a measured first-passing accuracy of {_with_ci(first, k_max)} at k={k_max}"
         lines.append(text + ".")
+    if v is not None and v.scorers:
+        lines.append(_best_scorer_sentence(v.scorers))
     return lines
 
 
@@ -284,6 +315,55 @@ def _table(study: ScalingStudy) -> list[str]:
     return rows
 
 
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def scorer_line(q: ScorerQuality) -> str:
+    """One scorer's quality on one line (the `tts scale` summary)."""
+    fpr = _num(q.false_positive_rate) if q.flagged else "n/a"
+    return (f"scorer {q.key} ({q.level}): samples={q.samples} correct={q.correct} AUROC={_num(q.auroc)} "
+            f"FPR={fpr} fLaws-ceiling={_num(q.ceiling)} mean-score correct={_num(q.mean_score_correct)} "
+            f"incorrect={_num(q.mean_score_incorrect)}")
+
+
+def _best_scorer_sentence(rows: list[ScorerQuality]) -> str:
+    ranked = [q for q in rows if q.auroc is not None]
+    if not ranked:
+        return ("No scorer saw both correct and incorrect samples, so no AUROC can be computed "
+                "(see the scorer quality table).")
+    best = max(ranked, key=lambda q: q.auroc or 0.0)
+    return (f"Of {len(rows)} scorer row(s), {best.key} separates correct from incorrect samples best "
+            f"(AUROC {best.auroc:.3f} on {best.samples} samples; see the scorer quality table).")
+
+
+def scorer_table(study: ScalingStudy) -> list[str]:
+    """The scorer quality table: one row per scorer and per aggregation of a process scorer's step scores."""
+    v = study.verifier
+    if v is None or not v.scorers:
+        return []
+    k = max(study.ks)
+    rows = ["| scorer | level | samples | correct | AUROC | FPR at threshold | fLaws ceiling | mean score "
+            f"(correct) | mean score (incorrect) | best-of-n@{k} | weighted-vote@{k} |", "|" + "---|" * 11]
+    for q in v.scorers:
+        cells = []
+        for name in ("best-of-n", "weighted-vote"):
+            curve = study.curve(f"{name}[{q.scorer}]") if q.aggregation is None else None
+            point = curve.at(k) if curve is not None else None
+            cells.append("–" if point is None else _pct(point.value))
+        fpr = _pct(q.false_positive_rate) if q.flagged else "n/a"
+        rows.append(f"| {q.key} | {q.level} | {q.samples} | {q.correct} | {_num(q.auroc)} | {fpr} | "
+                    f"{_pct(q.ceiling)} | {_num(q.mean_score_correct)} | {_num(q.mean_score_incorrect)} | "
+                    + " | ".join(cells) + " |")
+    notes = ["", ("AUROC: ROC AUC of the score for correct against incorrect samples (oracle), n/a with one "
+                  "class. FPR: share of incorrect samples the scorer passes at its own threshold (n/a without "
+                  "pass flags, or for an aggregation other than the recorded score). fLaws ceiling: "
+                  "p/(p+(1−p)·FPR), the accuracy of resampling until accepted as k grows (p: share of the "
+                  "flagged samples that are correct). `scorer:last|min|prod|mean` rows aggregate a process "
+                  "scorer's step scores.")]
+    return rows + notes
+
+
 def _method_notes(study: ScalingStudy) -> list[str]:
     s = study.settings
     notes = [(f"Selector accuracy is the expected accuracy on a random k-subset of each problem's pool, ties "
@@ -313,7 +393,11 @@ def render_markdown(data: ScalingFile) -> str:
     for study in data.studies:
         out += [f"## {study.label}" if len(data.studies) > 1 else "## Headline numbers", ""]
         out += headline(study)
-        out += [""] + _table(study) + ["", "Method notes:", ""]
+        out += [""] + _table(study) + [""]
+        table = scorer_table(study)
+        if table:
+            out += ["### Scorer quality" if len(data.studies) > 1 else "## Scorer quality", ""] + table + [""]
+        out += ["Method notes:", ""]
         out += [f"- {n}" for n in _method_notes(study)] + [""]
     out += [(f"Data: `{JSON_NAME}` (everything, per-problem coverage included) and `{CSV_NAME}` "
              "(one row per run, curve and k)."), ""]

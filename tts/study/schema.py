@@ -40,16 +40,54 @@ class PowerLawFit(BaseModel):
         return np.exp(self.a * np.power(k, self.b))
 
 
+class ScorerQuality(BaseModel):
+    """How well one scorer (or one aggregation of a process scorer's step scores) tells correct from incorrect.
+
+    On every sample it scored, against the oracle's `correct`. The false-positive rate and the fLaws
+    ceiling need pass flags (score >= the scorer's threshold); they are None (n/a) where the scorer
+    gave none, and for an aggregation other than the one the scorer recorded as its score.
+    """
+
+    scorer: str
+    aggregation: str | None = Field(None, description="None: the recorded score; last/min/prod/mean: of its "
+                                                      "step scores (process scorers)")
+    level: str = Field(description="'process' when its verdicts carry step scores, else 'outcome'")
+    recorded: bool = Field(True, description="these scores are the ones the scorer recorded (its pass flags apply)")
+    samples: int = Field(description="samples it scored")
+    correct: int = Field(description="of those, how many the oracle marks correct")
+    mean_score_correct: float | None
+    mean_score_incorrect: float | None
+    auroc: float | None = Field(description="ROC AUC of the score for correct vs incorrect; None with one class")
+    flagged: int = Field(0, description="scored samples with a pass flag")
+    false_positive_rate: float | None = Field(None, description="f: share of incorrect flagged samples it accepts")
+    true_positive_rate: float | None = None
+    ceiling: float | None = Field(None, description="fLaws p / (p + (1 - p) f), p the accuracy of flagged samples")
+
+    @property
+    def key(self) -> str:
+        """`scorer`, or `scorer:aggregation` for an aggregation row."""
+        return self.scorer if self.aggregation is None else f"{self.scorer}:{self.aggregation}"
+
+
 class VerifierStudy(BaseModel):
-    """The selection verifier against the oracle, and the fLaws ceiling (docs/algorithms/repeated-sampling.md)."""
+    """The selection verifiers against the oracle, and the fLaws ceiling (docs/algorithms/repeated-sampling.md).
+
+    The first fields are for all selection verdicts together (a sample passes when every flag it has
+    passed, as first-passing uses them); `scorers` has one row per scorer and, for process scorers,
+    per aggregation of its step scores.
+    """
 
     verifiers: list[str]
     samples: int = Field(description="samples with a pass flag from the selection verifiers")
-    sample_accuracy: float = Field(description="p: share of those samples the oracle marks correct")
+    sample_accuracy: float | None = Field(description="p: share of those samples the oracle marks correct")
     false_positive_rate: float | None = Field(description="f: share of incorrect samples the verifier accepts")
     true_positive_rate: float | None = Field(description="share of correct samples it accepts (fLaws assumes 1)")
     ceiling: float | None = Field(description="p / (p + (1 - p) f): accuracy of resampling as k grows without bound")
     predicted: list[Point] = Field(description="fLaws Acc(k) = p/(p+q) [1 - (1-p-q)^k], q = (1-p) f")
+    scorers: list[ScorerQuality] = Field(default_factory=list, description="quality of each scorer on its own")
+
+    def scorer(self, name: str, aggregation: str | None = None) -> ScorerQuality | None:
+        return next((q for q in self.scorers if q.scorer == name and q.aggregation == aggregation), None)
 
 
 class ProblemCoverage(BaseModel):

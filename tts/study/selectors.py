@@ -9,7 +9,9 @@ same credits vectorised over all subsets at once (tts.study.credits; tests check
 
 Every selector registered under the entry-point group `tts.selectors` (this package's pyproject.toml
 registers the built-ins; a plugin distribution adds its own the same way), or at run time with
-`register`, appears in `tts scale`: built-ins first in their usual order, then the rest by name.
+`register`, appears in `tts scale`: built-ins first in their usual order, then the rest by name,
+then, for every scorer recorded in the run's verdicts, `best-of-n[<scorer>]` and
+`weighted-vote[<scorer>]` (`scorer_selectors`: the built-in classes parameterised by the scorer).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from tts import selection
 from tts.metrics import pass_at_k
 from tts.selection import Selection
 from tts.study.credits import _argmax_credit, _group_vote_credit, rpc_row_credit, rpc_settle
-from tts.study.pool import ProblemPool
+from tts.study.pool import ProblemPool, scorer_names
 from tts.study.schema import StudySettings
 from tts.study.subsets import Subsets
 
@@ -71,9 +73,10 @@ def choice_credit(pool: ProblemPool, row: np.ndarray, pick: Selection) -> float:
 class StudySelector(ABC):
     """One selector as a study evaluates it: a problem's expected accuracy at budget k, and whether exact."""
 
-    name: ClassVar[str]
-    label: ClassVar[str]
-    description: ClassVar[str] = ""
+    # Class attributes; an instance may set its own (a parameterised selector such as `BestOfN("judge")`).
+    name: str
+    label: str
+    description: str = ""
     needs: ClassVar[Need | None] = None  # pool data it cannot do without; absent from every pool: no curve
 
     @property
@@ -145,8 +148,14 @@ def study_selectors() -> list[StudySelector]:
 # ================================================================================================ built-ins
 
 
-def _scores(pool: ProblemPool) -> np.ndarray:
-    return np.full(pool.n, np.nan) if pool.score is None else pool.score
+def _scores(pool: ProblemPool, scorer: str | None = None) -> np.ndarray:
+    """The combined score (scorer None) or one scorer's, NaN where missing."""
+    score = pool.scorer_score(scorer)
+    return np.full(pool.n, np.nan) if score is None else score
+
+
+def _scored(pools: Sequence[ProblemPool], scorer: str) -> bool:
+    return any(np.isfinite(pool.scores[scorer]).any() for pool in pools if scorer in pool.scores)
 
 
 class Majority(StudySelector):
@@ -227,26 +236,65 @@ class RPC(StudySelector):
 
 
 class BestOfN(StudySelector):
+    """Best-of-n on the combined score (mean of every selection verdict), or on one scorer's score.
+
+    `BestOfN("judge")` is the curve `best-of-n[judge]`: the argmax of that scorer's score, ties by
+    mean log-prob then sample order, samples without its verdict ranked lowest (`scorer_selectors`
+    makes one per scorer recorded in the run).
+    """
+
     name, label, needs = "best-of-n", "best-of-n (verifier score)", "scores"
     description = "the highest selection-verifier score, ties by mean log-prob"
 
+    def __init__(self, scorer: str | None = None):
+        self.scorer = scorer
+        if scorer is not None:
+            self.name, self.label = f"best-of-n[{scorer}]", f"best-of-n ({scorer})"
+            self.description = f"the highest {scorer} score, ties by mean log-prob"
+
+    def available(self, pools):
+        if self.scorer is None:
+            return super().available(pools)
+        return _scored(pools, self.scorer)
+
     def select(self, pool):
-        return selection.best_of_n(_scores(pool), pool.mean_logprob)
+        return selection.best_of_n(_scores(pool, self.scorer), pool.mean_logprob)
 
     def credits(self, pool, idx):
-        return _argmax_credit(pool.rank, pool.correct, idx)
+        return _argmax_credit(pool.scorer_rank(self.scorer), pool.correct, idx)
 
 
 class ScoreWeightedVote(StudySelector):
+    """The weighted vote on the combined score, or on one scorer's score (search-and-learn's weighted best-of-N).
+
+    `ScoreWeightedVote("judge")` is the curve `weighted-vote[judge]`: answer groups as majority vote
+    groups them, a group's weight the sum of its members' judge scores (missing count 0).
+    """
+
     name, label, needs = "score-weighted-vote", "vote weighted by verifier score", "scores"
     description = "answer groups weighted by their members' selection-verifier scores"
 
+    def __init__(self, scorer: str | None = None):
+        self.scorer = scorer
+        if scorer is not None:
+            self.name, self.label = f"weighted-vote[{scorer}]", f"vote weighted by {scorer}"
+            self.description = f"answer groups weighted by the sum of their members' {scorer} scores"
+
+    def available(self, pools):
+        if self.scorer is None:
+            return super().available(pools)
+        return _scored(pools, self.scorer)
+
     def select(self, pool):
-        return selection.weighted_vote(pool.groups, _scores(pool))
+        return selection.weighted_vote(pool.groups, _scores(pool, self.scorer))
 
     def credits(self, pool, idx):
-        weights = np.zeros(pool.n) if pool.score is None else np.nan_to_num(pool.score, nan=0.0)
-        return _group_vote_credit(pool, idx, weights)
+        return _group_vote_credit(pool, idx, np.nan_to_num(_scores(pool, self.scorer), nan=0.0))
+
+
+def scorer_selectors(pools: Sequence[ProblemPool]) -> list[StudySelector]:
+    """`best-of-n[<scorer>]` and `weighted-vote[<scorer>]` for every scorer recorded in the pools."""
+    return [cls(name) for name in scorer_names(pools) for cls in (BestOfN, ScoreWeightedVote)]
 
 
 class FirstPassing(StudySelector):

@@ -20,7 +20,7 @@ from tts.runs import RunFolder
 from tts.selection import MIN_PATHS_TO_PRUNE
 from tts.study.pool import ProblemPool, load_pools
 from tts.study.schema import Curve, Point, ProblemCoverage, ScalingStudy, StudySettings
-from tts.study.selectors import SelectorContext, StudySelector, study_selectors
+from tts.study.selectors import SelectorContext, StudySelector, scorer_selectors, study_selectors
 from tts.study.stats import bootstrap_interval, fit_power_law, verifier_study
 from tts.study.subsets import Subsets
 
@@ -106,7 +106,9 @@ def study_pools(pools: list[ProblemPool], *, run: str = "", label: str = "", tas
                 k_max: int | None = None, bootstrap: int = DEFAULT_BOOTSTRAP,
                 min_paths: int = MIN_PATHS_TO_PRUNE, workers: int = 1) -> ScalingStudy:
     """The study of already grouped pools (see tts.study's docstring for what is exact), every
-    registered study selector whose data the pools carry (`tts.study.selectors.study_selectors`).
+    registered study selector whose data the pools carry (`tts.study.selectors.study_selectors`), then
+    best-of-n and the weighted vote on each scorer's own score (`scorer_selectors`), and each scorer's
+    quality in `verifier.scorers`.
 
     Bad arguments are ValueErrors (the CLI validates its flags before calling).
 
@@ -127,7 +129,7 @@ def study_pools(pools: list[ProblemPool], *, run: str = "", label: str = "", tas
     settings = StudySettings(draws=draws, rpc_fits=rpc_fits, seed=seed, bootstrap=bootstrap, k_max=k_max,
                              min_paths=min_paths)
     tokens = float(np.concatenate([pool.tokens for pool in pools]).mean())
-    chosen = [s for s in study_selectors() if s.available(pools)]
+    chosen = [s for s in [*study_selectors(), *scorer_selectors(pools)] if s.available(pools)]
     started = time.perf_counter()
     evaluation = _evaluate_in_workers(pools, ks, chosen, settings, workers)
     timings: dict[str, float] = {**evaluation.counters, "selectors_wall_seconds": time.perf_counter() - started,
