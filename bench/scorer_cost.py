@@ -56,7 +56,7 @@ async def main(args: argparse.Namespace) -> None:
     for label, (name, options) in SCORERS.items():
         scorer = build_scorer(name, **options)
 
-        async def score(item, candidates) -> Usage:
+        async def score(item, candidates, scorer=scorer) -> Usage:
             ctx = StrategyContext(backend=backend, answers=task, sampling=sampling, scorers=[scorer])
             copies = [c.model_copy(update={"verdicts": []}) for c in candidates]
             await ctx.score(item.problem, copies)
