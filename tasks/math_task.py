@@ -5,6 +5,7 @@ The rules: docs/algorithms/math-answers.md.
 
 from __future__ import annotations
 
+from tts.scorer import Scorer
 from tts.task import Task
 from tts.types import Problem, Reference
 from tts.verifier import Verifier
@@ -22,3 +23,9 @@ class MathAnswerTask(Task):
 
     def oracle(self, problem: Problem, reference: Reference) -> Verifier:
         return MathAnswerVerifier(reference.answer)
+
+    def default_scorers(self) -> list[Scorer]:
+        """The policy model as its own judge (P(Yes) that an answer is correct): it sees only the problem."""
+        from tts.registry import build_scorer
+
+        return [build_scorer("judge")]

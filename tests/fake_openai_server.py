@@ -47,15 +47,23 @@ FAULTS = {
 
 def completion(payload: dict[str, Any], chat: bool, choices: int | None = None) -> dict[str, Any]:
     n = int(payload.get("n") or 1) if choices is None else choices
+    # top-k log-probabilities when asked (a judge's request): chat `top_logprobs: k`, completions `logprobs: k`
+    k = int(payload.get("top_logprobs") or 0) if chat else int(payload.get("logprobs") or 0)
+    alternatives = [(f"y{j}", -1.5 - j) for j in range(1, k)]
     out = []
     for i in range(n):
         choice: dict[str, Any] = {"index": i, "finish_reason": "stop"}
         if chat:
             choice["message"] = {"role": "assistant", "content": ANSWER}
-            choice["logprobs"] = {"content": [{"token": "x", "logprob": -0.5}] * 4}
+            token: dict[str, Any] = {"token": "x", "logprob": -0.5}
+            if k:
+                token["top_logprobs"] = [{"token": t, "logprob": lp} for t, lp in [("x", -0.5), *alternatives]]
+            choice["logprobs"] = {"content": [token] * 4}
         else:
             choice["text"] = ANSWER
             choice["logprobs"] = {"token_logprobs": [-0.5] * 4}
+            if k:
+                choice["logprobs"]["top_logprobs"] = [{"x": -0.5, **dict(alternatives)}] * 4
         out.append(choice)
     return {"id": "fake", "object": "chat.completion" if chat else "text_completion", "choices": out,
             "usage": {"prompt_tokens": 10, "completion_tokens": 4 * n}}

@@ -13,6 +13,7 @@ full-size request in eight with fewer choices than asked or `choices: []` (the b
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -77,6 +78,19 @@ class FakeServer:
         a, b = map(int, re.search(r"What is (\d+) \+ (\d+)\?", content).groups())
         return f"Request {request}, choice {choice}: the sum is \\boxed{{{a + b + (choice % 4 == 3)}}}."
 
+    def judgement(self, messages: list[dict], request: int, n: int) -> dict:
+        """The judge's answer: "Yes" (P = 0.9) when the judged sum is right, "No" (P = 0.8) otherwise."""
+        a, b = map(int, re.search(r"What is (\d+) \+ (\d+)\?", messages[-3]["content"]).groups())
+        right = f"\\boxed{{{a + b}}}" in messages[-2]["content"]
+        word, p_yes = ("Yes", 0.9) if right else ("No", 0.2)
+        top = [{"token": "Yes", "logprob": math.log(p_yes)}, {"token": "No", "logprob": math.log(1 - p_yes)}]
+        top.sort(key=lambda t: -t["logprob"])
+        logprobs = {"content": [{"token": word, "logprob": top[0]["logprob"], "top_logprobs": top}]}
+        choices = [{"index": i, "finish_reason": "length", "message": {"role": "assistant", "content": word},
+                    "logprobs": logprobs} for i in range(n)]
+        return {"id": f"r{request}", "object": "chat.completion", "choices": choices,
+                "usage": {"prompt_tokens": 40, "completion_tokens": n}}
+
     def _handler(self):
         server = self
 
@@ -111,6 +125,9 @@ class FakeServer:
                         server.short += 1
                 time.sleep(delay)
                 content = payload["messages"][-1]["content"]
+                if "Answer Yes or No" in content:  # the math tasks' default judge: one token, top logprobs
+                    self._json(server.judgement(payload["messages"], request, n))
+                    return
                 choices = [{"index": i, "finish_reason": "stop",
                             "message": {"role": "assistant", "content": server.answer(content, request, i)},
                             "logprobs": {"content": [{"token": "x", "logprob": -0.1 - 0.1 * i}] * 5}}
