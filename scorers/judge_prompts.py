@@ -132,7 +132,8 @@ def read_direct(sample: Sample, vote: bool) -> Reading:
 
 def read_explained(sample: Sample) -> Reading:
     """An explained judgement ending in "Answer: Yes|No": P(Yes) at the last generated Yes/No that follows
-    "Answer:"; failing that, the text's last Yes or No word as 1.0 or 0.0; failing that, 0.5."""
+    "Answer:"; failing that, P(Yes) at its last generated Yes/No token; failing that, the text's last Yes or
+    No word as 1.0 or 0.0 (a word split over tokens); failing that, 0.5."""
     assert sample.top_logprobs is not None
     tokens = drawn_tokens(sample)
     text = sample.text
@@ -142,6 +143,11 @@ def read_explained(sample: Sample) -> Reading:
         if word(tokens[i]) in ("yes", "no") and _AFTER_ANSWER.search("".join(tokens[:i])):
             reading = p_yes(sample.top_logprobs[i])
             return Reading(reading.score, reading.note, explanation)
+    for i in range(len(tokens) - 1, -1, -1):  # no "Answer:" line: P(Yes) where it last said Yes or No
+        if word(tokens[i]) in ("yes", "no"):
+            reading = p_yes(sample.top_logprobs[i])
+            note = "; ".join(x for x in ("no \"Answer:\" line: read at its last Yes/No token", reading.note) if x)
+            return Reading(reading.score, note, explanation)
     words = _LAST_WORD.findall(text)
     if words:
         return Reading(1.0 if words[-1].lower() == "yes" else 0.0,

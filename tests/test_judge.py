@@ -209,8 +209,10 @@ def explained(text_tokens: list[str], answer_top: dict[str, float]) -> Sample:
     (["3 + 4 is 7,", " so it", " is right.", "\n", "Answer", ":", " Yes"], top(**{" Yes": 0.8, " No": 0.2}), 0.8, ""),
     # a Yes inside the explanation does not count: the last one after "Answer:" does
     (["Yes", " it adds", " up wrong.", "\nAnswer:", " **", "No", "**"], top(No=0.7, Yes=0.1), 0.125, ""),
-    # no "Answer:" line: the text's last Yes/No word, as 1.0 or 0.0
-    (["I think", " yes", " it is", " right"], top(), 1.0, "last Yes/No"),
+    # no "Answer:" line: P(Yes) at the last generated Yes/No token (here only " yes" is in its top-k)
+    (["I think", " yes", " it is", " right"], top(), 1.0, "read at its last Yes/No token"),
+    # the judge says "No." straight away (SmolLM2 does): the reading stays graded, not a hard 0
+    (["No", "."], top(No=0.6, Yes=0.3), 1 / 3, "read at its last Yes/No token"),
     # neither anywhere: 0.5
     (["Hard", " to say."], top(), 0.5, "neither"),
 ])
