@@ -1,11 +1,11 @@
-"""Best-of-N by the selection verifiers' score (docs/algorithms/best-of-n.md).
+"""Best-of-N by the scorers' score (docs/algorithms/best-of-n.md).
 
-Sample n, score every candidate with the task's selection verifiers (never the oracle: for
-HumanEval, the docstring examples), keep the highest mean score; ties are broken by mean token
-log-prob, then by sample order (`tts.selection.best_of_n`). With no selection verifier every score
-is missing, so the choice degrades to `perplexity` (the most probable path).
-confidence = the chosen candidate's score (None without a verifier). `info["scores"]`: each
-candidate's score; `info["verifiers"]`: the selection verifiers' names.
+Sample n, score every candidate with the context's scorers (never the oracle; by default the judge on
+math, the docstring examples on HumanEval), keep the highest score, the mean over the scorers when there
+are several; ties are broken by mean token log-prob, then by sample order (`tts.selection.best_of_n`).
+With no scorer (`--scorer none`) every score is missing, so the choice degrades to `perplexity` (the
+most probable path). confidence = the chosen candidate's score (None without a scorer).
+`info["scores"]`: each candidate's score; `info["scorers"]`: the scorers' names.
 """
 
 from __future__ import annotations

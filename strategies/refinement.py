@@ -1,9 +1,10 @@
 """Refinement prompts for tree search: "improve this answer given its feedback" (docs/algorithms/tree-search.md).
 
 The prompt continues the problem's own conversation: the original messages, the previous answer as the
-assistant's turn, then a user turn with the selection verifiers' feedback and the request. Only what
-the selection verifiers said is shown (for code: the docstring examples it failed and their output);
-the hidden tests are not part of the `Problem`, so they cannot reach a prompt.
+assistant's turn, then a user turn with the scorers' feedback and the request. Only what the scorers
+said is shown (for code: the docstring examples it failed and their output; for math: the judge's
+P(correct), or its explanation); the hidden tests are not part of the `Problem`, so they cannot reach
+a prompt.
 """
 
 from __future__ import annotations

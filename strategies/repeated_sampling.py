@@ -1,10 +1,10 @@
 """Repeated sampling ("Large Language Monkeys", docs/algorithms/repeated-sampling.md).
 
 Draw n independent samples and keep all of them; coverage (pass@k) is computed from them by the
-runner. The answer is the first sample that passes the selection verifiers when any does
-(`tts.selection.first_passing`; for code, the docstring examples), else the first sample: with a
-perfect verifier, coverage is accuracy. confidence = the share of samples that pass (None without a
-verifier); `info["selection_passed"]` = how many pass.
+runner. The answer is the first sample that passes the context's scorers when any does (every verdict
+with a pass flag passed; `tts.selection.first_passing`; for code, the docstring examples), else the
+first sample: with a perfect scorer, coverage is accuracy. confidence = the share of samples that pass
+(None when no verdict has a pass flag); `info["selection_passed"]` = how many pass.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 The algorithm (tts.treesearch) decides which nodes to expand with which action; this module turns each
 expansion into a generation and a score. Expanding the root samples a fresh answer from the problem's
 prompt; expanding an answer asks the model to refine it given its feedback (strategies.refinement).
-Each new answer is scored by the selection verifiers: score = mean of their verdict scores, feedback =
-their feedback text. They never see the reference, so neither does the search.
+Each new answer is scored by the context's scorers (by default the judge on math, the docstring examples
+on code): score = mean of their verdict scores, feedback = their feedback texts, which the next refinement
+shows the model. They never see the reference, so neither does the search; with no scorer it is refused.
 
 Budget: `n` generations (plus an optional cap on completion tokens). Each step asks the algorithm for
 up to `batch_size` expansions (the reference recommends at most about 5: larger batches make trees too
@@ -214,7 +215,7 @@ class TreeSearch:
 
 
 def score(candidate: Candidate) -> float:
-    """The node's score: the mean of the selection verdicts' scores."""
+    """The node's score: the mean of its scorers' verdict scores."""
     return sum(v.score for v in candidate.verdicts) / len(candidate.verdicts)
 
 

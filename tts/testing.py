@@ -1,13 +1,15 @@
-"""Test doubles for people writing plugins (strategies, tasks, verifiers, backends), in or outside this repo.
+"""Test doubles for people writing plugins (strategies, tasks, verifiers, scorers, backends), in or outside this repo.
 
 Everything here runs without a model, a GPU or a network, deterministically:
 
 * `ScriptedBackend`: a backend that answers from a script (a list of completions, or a function of the
-  prompt text and the sample's index) instead of sampling.
+  prompt text and the sample's index) instead of sampling. A completion may be a whole `Sample`, returned
+  as is: fixed top log-probabilities for testing a scorer.
 * `toy_script`: a ready script for `ToyTask` prompts: mostly right answers, some wrong, in words.
 * `ToyTask`: five tiny problems ("problem i", answer i * 10), answers are the last integer of a text.
 * `ExactMatchVerifier`: passes a candidate whose extracted answer equals a reference string (the toy
-  task's oracle); `AnswerPresentVerifier`: a selection verifier that passes any candidate with an answer.
+  task's oracle); `AnswerPresentVerifier`: a verifier that passes any candidate with an answer
+  (`ToyTask(selection=[...])` wraps it as a scorer).
 * `run_strategy`: one strategy on one toy problem, end to end, returning its `Result`.
 
 A strategy plugin's first test, in full::
@@ -67,10 +69,11 @@ class ExactMatchVerifier(Verifier):
 
 
 class AnswerPresentVerifier(Verifier):
-    """A selection verifier (it never sees the reference): passes every candidate that gave an answer.
+    """A verifier that never sees the reference: passes every candidate that gave an answer.
 
-    Search strategies (mcts, ab-mcts-*) score answers with the task's selection verifiers and refuse a
-    task without any: `ToyTask(selection=[AnswerPresentVerifier()])` gives them one.
+    Search strategies (mcts, ab-mcts-*) score answers with the context's scorers and refuse to run
+    without one: `ToyTask(selection=[AnswerPresentVerifier()])` gives them one (wrapped in a
+    `VerifierScorer`).
     """
 
     name = "answer-present"
@@ -89,8 +92,8 @@ class ToyTask(Task):
     """Problems "toy/0".."toy/{size-1}" asking "problem i"; the reference answer is i * 10.
 
     The answer of a completion is its last integer; two answers are equivalent when they are the same
-    integer ("007" == "7"). The oracle is `ExactMatchVerifier`; the selection verifiers are `selection`
-    (default: none)::
+    integer ("007" == "7"). The oracle is `ExactMatchVerifier`; the default scorers are `selection`
+    (scorers, or verifiers wrapped in `VerifierScorer`; default: none)::
 
         >>> task = ToyTask(size=2)
         >>> [(it.problem.question, it.reference.answer) for it in task.load()]

@@ -159,7 +159,7 @@ class TokenTrace(BaseModel):
 
 
 class Candidate(BaseModel):
-    """A sample as a strategy judged it: its text, extracted answer and the selection verifiers' verdicts."""
+    """A sample as a strategy judged it: its text, extracted answer and every scorer's verdict."""
 
     text: str
     answer: str | None = None
@@ -185,7 +185,7 @@ class Candidate(BaseModel):
 
     @property
     def selection_passed(self) -> bool | None:
-        """True if every selection verdict passed, False if one failed, None if there were none."""
+        """True if every verdict with a pass flag passed, False if one failed, None if none has a flag."""
         flags = [v.passed for v in self.verdicts if v.passed is not None]
         if not flags:
             return None

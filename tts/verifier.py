@@ -1,7 +1,8 @@
-"""The verifier contract shared by selection verifiers and oracles (docs/architecture.md).
+"""The verifier contract: a blocking check of one candidate, shared by scorers and oracles (docs/architecture.md).
 
-A selection verifier sees only the `Problem` (never the reference); an oracle is a verifier
-that the task builds around the hidden `Reference` and that only the runner calls.
+Behind a scorer (`tts.scorer.VerifierScorer`, which runs each check in a worker thread) a verifier sees
+only the `Problem`, never the reference; an oracle is a verifier that the task builds around the hidden
+`Reference` and that only the runner calls.
 """
 
 from __future__ import annotations

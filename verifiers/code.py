@@ -1,4 +1,4 @@
-"""Code verifiers: the hidden-test oracle and the docstring-examples selection verifier (docs/code-verification.md).
+"""Code verifiers: the hidden-test oracle and the docstring examples behind a scorer (docs/code-verification.md).
 
 Both judge a program from outside it (verifiers/code_judge.py): the candidate runs in the sandbox
 and serves its function over a pipe; the tests run in a separate judge process that sees only
@@ -65,7 +65,7 @@ class UnitTestVerifier(Verifier):
 
 
 class DocstringExamplesVerifier(Verifier):
-    """Selection verifier: the problem's public examples (`problem.public_tests`), nothing hidden.
+    """The problem's public examples (`problem.public_tests`), nothing hidden: the `docstring-examples` scorer.
 
     Each example runs in the judge process against the sandboxed program's function, under its own
     time limit (after one times out the rest are reported as not run), with the function's stdout

@@ -3,7 +3,7 @@
 Shared by strategies ("sample n, apply a selector", through `StrategyContext.finish_choice`) and by
 studies (the same selector on many random subsets of one stored pool, `tts.study.selectors`). A pool
 is plain arrays: answers (grouped once, up front, into `Groups`), mean token log-probabilities,
-optional selection-verifier scores and pass flags.
+optional scores and pass flags from the scorers' verdicts.
 
 Every selector returns a `Selection`: the chosen sample index (None = abstain), the samples that tie
 with it (one per tied option, so an evaluation can credit 1/len(tied) for a tie),
@@ -157,7 +157,7 @@ def best_of_n(scores: Sequence[float | None] | np.ndarray,
 
 
 def first_passing(passed: Sequence[bool | None]) -> Selection:
-    """Resample until the selection verifier accepts (repeated-sampling.md, fLaws): the first passing sample.
+    """Resample until the scorers accept (repeated-sampling.md, fLaws): the first passing sample.
 
     Abstains (chosen=None) when none passes, as the fLaws accuracy Acc(k) does; a strategy that must
     answer can fall back to its own default.
@@ -172,7 +172,7 @@ def first_passing(passed: Sequence[bool | None]) -> Selection:
 
 
 def verdict_score(verdicts: Sequence[Verdict]) -> float | None:
-    """A candidate's selection score: the mean score of its selection verdicts (None without any)."""
+    """A candidate's selection score: the mean score of its verdicts, one per scorer (None without any)."""
     return float(np.mean([v.score for v in verdicts])) if verdicts else None
 
 

@@ -55,8 +55,8 @@ class ProblemPool:
     mean_logprob: np.ndarray     # float, NaN where missing
     text_id: np.ndarray          # int: identical completion texts share an id (RPC's distinct paths)
     tokens: np.ndarray           # completion tokens per sample
-    score: np.ndarray | None     # selection-verifier score (NaN where none); None: no sample has one
-    passed: np.ndarray | None    # bool: accepted by the selection verifiers; None: no sample has a flag
+    score: np.ndarray | None     # mean score of all scorers' verdicts (NaN where none); None: no sample has one
+    passed: np.ndarray | None    # bool: every pass flag passed; None: no sample has a flag
     # Per scorer (the verdicts' `verifier`): its score, NaN where a sample has no verdict of it
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     # Per scorer: its pass flag as 1.0/0.0, NaN where missing or None (a scorer without a threshold)

@@ -2,7 +2,7 @@
 (docs/architecture.md, "The run folder").
 
 Plots: coverage and every selector's accuracy against k (log-x, 95% bootstrap bands, the fitted
-power law dashed, the fLaws ceiling dotted when a selection verifier was present) and the same
+power law dashed, the fLaws ceiling dotted when verdicts had pass flags) and the same
 against completion tokens per problem. Several studies (runs) are overlaid in one plot, one colour
 per run. A scorer's own selectors (`best-of-n[<scorer>]`, `weighted-vote[<scorer>]`) are thinner,
 with hollow markers: one line style per selector, one marker (and, for one run, one colour) per

@@ -70,9 +70,9 @@ class ScorerQuality(BaseModel):
 
 
 class VerifierStudy(BaseModel):
-    """The selection verifiers against the oracle, and the fLaws ceiling (docs/algorithms/repeated-sampling.md).
+    """The scorers against the oracle, and the fLaws ceiling (docs/algorithms/repeated-sampling.md).
 
-    The first fields are for all selection verdicts together (a sample passes when every flag it has
+    The first fields are for all verdicts together (a sample passes when every flag it has
     passed, as first-passing uses them); `scorers` has one row per scorer and, for process scorers,
     per aggregation of its step scores.
     """

@@ -81,7 +81,7 @@ class StudySelector(ABC):
 
     @property
     def needs_verifier(self) -> bool:
-        """Whether it needs a selection verifier's scores or pass flags in the run."""
+        """Whether it needs a scorer's scores or pass flags in the run."""
         return self.needs in ("scores", "verdicts")
 
     def available(self, pools: Sequence[ProblemPool]) -> bool:
@@ -236,7 +236,7 @@ class RPC(StudySelector):
 
 
 class BestOfN(StudySelector):
-    """Best-of-n on the combined score (mean of every selection verdict), or on one scorer's score.
+    """Best-of-n on the combined score (mean of every verdict), or on one scorer's score.
 
     `BestOfN("judge")` is the curve `best-of-n[judge]`: the argmax of that scorer's score, ties by
     mean log-prob then sample order, samples without its verdict ranked lowest (`scorer_selectors`
