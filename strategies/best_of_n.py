@@ -17,7 +17,7 @@ from tts.types import Problem, Result
 
 class BestOfN(Strategy):
     name = "best-of-n"
-    description = ("n samples; answer = highest selection-verifier score, ties by mean log-prob "
+    description = ("n samples; answer = highest scorer score, ties by mean log-prob "
                    "(no verifier: perplexity)")
 
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
@@ -25,4 +25,4 @@ class BestOfN(Strategy):
         scores = [selection.verdict_score(c.verdicts) for c in candidates]
         pick = selection.best_of_n(scores, [c.mean_logprob for c in candidates])
         return ctx.finish_choice(problem, self.name, candidates, pick, scores=scores,
-                                 scorers=[s.name for s in ctx.scorers])
+                                 scorers=[s.label for s in ctx.scorers])

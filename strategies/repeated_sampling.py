@@ -16,7 +16,7 @@ from tts.types import Problem, Result
 
 class RepeatedSampling(Strategy):
     name = "repeated-sampling"
-    description = "n independent samples; answer = first one passing the selection verifier, else the first"
+    description = "n independent samples; answer = first one the scorers pass, else the first"
 
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
         candidates = await ctx.sample_candidates(problem, self.config.n)

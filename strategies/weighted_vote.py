@@ -30,4 +30,4 @@ class WeightedVote(Strategy):
         scores = [selection.verdict_score(c.verdicts) for c in candidates]
         groups = selection.Groups.of_answers([c.answer for c in candidates], ctx.answers.equivalent)
         return ctx.finish_choice(problem, self.name, candidates, selection.weighted_vote(groups, scores), groups,
-                                 scores=scores, scorers=[s.name for s in ctx.scorers])
+                                 scores=scores, scorers=[s.label for s in ctx.scorers])

@@ -27,7 +27,7 @@ from tts.verifier import Verifier
 
 BASES = {"tts.strategies": Strategy, "tts.tasks": Task, "tts.verifiers": Verifier, "tts.backends": Backend}
 # Base classes of groups beyond the core four, imported only when the group has entry points.
-MORE_BASES = {"tts.selectors": "tts.study.selectors:StudySelector"}
+MORE_BASES = {"tts.selectors": "tts.study.selectors:StudySelector", "tts.scorers": "tts.scorer:Scorer"}
 # Small values for options a strategy may declare (applied only where declared), so every strategy runs
 # in well under a second on the scripted backend.
 SMALL = {"n": 4, "batch_size": 2, "beams": 2, "candidates": 2, "max_steps": 2, "clusters": 2, "final_clusters": 2,
@@ -42,6 +42,7 @@ def _entry_points():
 ENTRY_POINTS = _entry_points()
 STRATEGIES = [ep for ep in ENTRY_POINTS if ep.group == "tts.strategies"]
 WITH_OPTIONS = [ep for ep in ENTRY_POINTS if ep.group in ("tts.tasks", "tts.backends")]
+SCORERS = [ep for ep in ENTRY_POINTS if ep.group == "tts.scorers"]
 
 
 def test_every_kind_is_registered():
@@ -147,3 +148,30 @@ def test_a_plugin_strategy_is_tested_with_tts_testing():
     assert [c.answer for c in result.candidates] == ["10", "10", "7"]
     shy = asyncio.run(run_strategy(CautiousMajority(n=3, min_share=0.9), ToyTask(), ScriptedBackend(toy_script)))
     assert shy.answer is None and shy.chosen is None
+
+
+@pytest.mark.parametrize("ep", SCORERS, ids=[ep.name for ep in SCORERS])
+def test_scorer_options_are_declared_and_described(ep):
+    from tts.scorer import ScorerOptions
+
+    model = ep.load().Options
+    assert isinstance(model, type) and issubclass(model, ScorerOptions)
+    assert model.model_config.get("extra") == "forbid", "unknown keys must be refused"
+    for key, field in model.model_fields.items():
+        assert field.description, f"{ep.name} option {key!r} has no description (tts list shows it)"
+    assert set(model.outside_identity) <= set(model.model_fields)
+
+
+@pytest.mark.parametrize("ep", SCORERS, ids=[ep.name for ep in SCORERS])
+async def test_scorer_gives_one_verdict_per_candidate_through_best_of_n(ep):
+    """Every scorer that needs no model folder of its own runs inside a strategy on the scripted backend."""
+    from tts.strategies.best_of_n import BestOfN
+
+    cls = ep.load()
+    if any(f.is_required() for f in cls.Options.model_fields.values()):
+        pytest.skip(f"{ep.name} needs a model of its own (tests/test_reward_model.py runs it on a tiny one)")
+    task = ToyTask(selection=[cls()])
+    result = await run_strategy(BestOfN(n=3), task, ScriptedBackend(toy_script), problem=2)
+    for c in result.candidates:
+        assert [v.verifier for v in c.verdicts] == [ep.name]
+        assert 0.0 <= c.verdicts[0].score <= 1.0

@@ -395,7 +395,7 @@ def _option_help(kind: str, name: str) -> str:
     for key, field in model.model_fields.items():
         if kind == "strategies" and key == "n":
             continue
-        default = repr(field.get_default(call_default_factory=True))
+        default = "(required)" if field.is_required() else repr(field.get_default(call_default_factory=True))
         parts.append(f"{key}={default if len(default) <= 40 else default[:37] + '...'}")
     return ", ".join(parts)
 

@@ -108,7 +108,7 @@ class ToyTask(Task):
     Options = ToyTaskOptions
     options: ToyTaskOptions
 
-    def __init__(self, size: int = 5, selection: list[Verifier] | None = None, **options: Any):
+    def __init__(self, size: int = 5, selection: list[Verifier | Scorer] | None = None, **options: Any):
         super().__init__(size=size, **options)
         self.size = self.options.size
         self.selection = list(selection or [])

@@ -165,7 +165,7 @@ def first_passing(passed: Sequence[bool | None]) -> Selection:
     for i, ok in enumerate(passed):
         if ok is not None and bool(ok):
             return Selection(chosen=i, tied=[i])
-    return Selection(chosen=None, info={"reason": "no sample passed the selection verifier"})
+    return Selection(chosen=None, info={"reason": "no sample passed the scorers"})
 
 
 # ------------------------------------------------------------------------------------------------ verdicts

@@ -236,8 +236,8 @@ def headline(study: ScalingStudy) -> list[str]:
         lines.append(comparison)
     v = study.verifier
     if v is not None and v.samples:
-        names = ", ".join(v.verifiers) or "the selection verifier"
-        text = (f"The selection verifier ({names}) accepts {_pct(v.false_positive_rate)} of incorrect samples "
+        names = ", ".join(v.verifiers) or "the scorers"
+        text = (f"The scorers together ({names}) accept {_pct(v.false_positive_rate)} of incorrect samples "
                 f"(false-positive rate f) and {_pct(v.true_positive_rate)} of correct ones; with per-sample "
                 f"accuracy p = {_pct(v.sample_accuracy)}, the fLaws ceiling p/(p+(1−p)f) is {_pct(v.ceiling)}")
         first = study.curve("first-passing")

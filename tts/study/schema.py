@@ -78,7 +78,7 @@ class VerifierStudy(BaseModel):
     """
 
     verifiers: list[str]
-    samples: int = Field(description="samples with a pass flag from the selection verifiers")
+    samples: int = Field(description="samples with a pass flag from the scorers")
     sample_accuracy: float | None = Field(description="p: share of those samples the oracle marks correct")
     false_positive_rate: float | None = Field(description="f: share of incorrect samples the verifier accepts")
     true_positive_rate: float | None = Field(description="share of correct samples it accepts (fLaws assumes 1)")

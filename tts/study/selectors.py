@@ -244,7 +244,7 @@ class BestOfN(StudySelector):
     """
 
     name, label, needs = "best-of-n", "best-of-n (verifier score)", "scores"
-    description = "the highest selection-verifier score, ties by mean log-prob"
+    description = "the highest scorer score, ties by mean log-prob"
 
     def __init__(self, scorer: str | None = None):
         self.scorer = scorer
@@ -272,7 +272,7 @@ class ScoreWeightedVote(StudySelector):
     """
 
     name, label, needs = "score-weighted-vote", "vote weighted by verifier score", "scores"
-    description = "answer groups weighted by their members' selection-verifier scores"
+    description = "answer groups weighted by their members' scorer scores"
 
     def __init__(self, scorer: str | None = None):
         self.scorer = scorer
@@ -301,7 +301,7 @@ class FirstPassing(StudySelector):
     """Closed form, no draws: in a random order the first accepted sample is uniform over the accepted."""
 
     name, label, needs = "first-passing", "first passing the verifier", "verdicts"
-    description = "resample until the selection verifier accepts (fLaws)"
+    description = "resample until the scorers accept (fLaws)"
 
     def select(self, pool):
         return selection.first_passing([None] * pool.n if pool.passed is None else pool.passed.tolist())
