@@ -73,8 +73,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
     source, out = Path(args.run), Path(args.out)
     scorers = registry.build_scorers(args.scorer, args.scorer_option)
-    new_config, rows, samples = read_source(source, out, scorers)
-    config = new_config
+    config, rows, samples = read_source(source, out, scorers)
     task = registry.build_task(config["task"], **(config.get("task_options") or {}))
     problems = {it.problem.id: it.problem for it in task.load() if it.problem.id in rows}
     missing = sorted(set(rows) - set(problems))
@@ -97,7 +96,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
             out.mkdir(parents=True, exist_ok=True)
             if engine_log is not None:
                 engine_log.move_to(out / "engine.log")
-            return await rescore(run, new_config, rows, samples, problems, task, scorers, backend,
+            return await rescore(run, config, rows, samples, problems, task, scorers, backend,
                                  args.concurrency, not args.no_progress)
         finally:
             for scorer in scorers:
@@ -146,7 +145,7 @@ async def rescore(run: Any, config: dict[str, Any], rows: dict[str, dict[str, An
             scoring = ctx.usage.model_dump(include={k for k in Usage.model_fields
                                                     if k.startswith("scorer") or k == "verifier_calls"})
             before = {**{k: None for k in FLOPS_FIELDS}, **row["usage"]}  # FLOPs not recorded: unknown
-            usage = Usage(**{**before, **{k: _plus(before.get(k, 0), v) for k, v in scoring.items()}})
+            usage = Usage(**before) + Usage(**scoring)  # FLOPs: an unknown part keeps the total unknown
             result = Result(problem_id=pid, strategy=row["strategy"], answer=row.get("answer"),
                             confidence=row.get("confidence"), chosen=row.get("chosen"), candidates=candidates,
                             usage=usage, info=row.get("info") or {})
@@ -169,6 +168,3 @@ async def rescore(run: Any, config: dict[str, Any], rows: dict[str, dict[str, An
         run.write_metrics(metrics)
     return len(todo)
 
-
-def _plus(a: Any, b: Any) -> Any:
-    return None if a is None or b is None else a + b
