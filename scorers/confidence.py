@@ -125,6 +125,8 @@ class TailOptions(ConfidenceOptions):
 class _OwnTokensScorer(Scorer):
     """A scorer computed from each candidate alone, with no model call."""
 
+    reads_sampled_tokens = True
+
     def verdict(self, score: float, feedback: str) -> Verdict:
         threshold = getattr(self.options, "threshold", None)
         passed = None if threshold is None else score >= threshold

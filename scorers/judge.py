@@ -117,6 +117,23 @@ class JudgeScorer(Scorer):
                 pieces.append([])
             else:
                 pieces.append(step_prefixes(c.text, opts.step_separator) if process else [c.text])
+        per_candidate = await self.judge(problem, pieces, question, ctx)
+        return [self.verdict(mine, process) for mine in per_candidate]
+
+    async def score_last_steps(self, problem: Problem, partials: list[Candidate], ctx: ScoringContext) -> list[float]:
+        """Judge only each partial solution's last step prefix, with the step question (at either level):
+        a step-level search keeps the earlier steps' scores, so each step costs one request, not one per
+        step so far. An empty partial scores 0."""
+        opts = self.options
+        pieces = [step_prefixes(c.text, opts.step_separator)[-1:] for c in partials]
+        per_candidate = await self.judge(problem, pieces, opts.step_question, ctx)
+        return [min(max(sum(r.score for r in rs[0]) / len(rs[0]), 0.0), 1.0) if rs else 0.0
+                for rs in per_candidate]
+
+    async def judge(self, problem: Problem, pieces: list[list[str]], question: str,
+                    ctx: ScoringContext) -> list[list[list[Reading]]]:
+        """Judge every text of every candidate in one engine call: per candidate, per text, its readings."""
+        opts = self.options
         sampling = self.sampling()
         requests = [GenerationRequest(prompt=judge_prompt(problem, text, question, explain=opts.explain,
                                                           template=opts.template), sampling=sampling)
@@ -124,12 +141,11 @@ class JudgeScorer(Scorer):
         backend = self.judge_backend(ctx)
         out = await ctx.generate(backend, requests)
         readings = [self.read(samples, backend) for samples in out]
-        verdicts, at = [], 0
+        grouped, at = [], 0
         for texts in pieces:
-            mine = readings[at: at + len(texts)]
+            grouped.append(readings[at: at + len(texts)])
             at += len(texts)
-            verdicts.append(self.verdict(mine, process))
-        return verdicts
+        return grouped
 
     def read(self, samples: list[Sample], backend: Backend) -> list[Reading]:
         """Each judgement sample of one request read as a score."""

@@ -160,6 +160,22 @@ async def test_process_level_judges_every_prefix_in_one_call(aggregation, expect
     assert "per step = 0.90, 0.20, 0.50" in verdicts[0].feedback
 
 
+@pytest.mark.parametrize("level", ["outcome", "process"])
+async def test_step_search_judges_only_the_last_step_prefix(level):
+    """Step-level search keeps earlier step scores: one request per partial answer (its last prefix, the
+    trailing blank line dropped), the step question at either level, one engine call; empty scores 0."""
+    backend = ScriptedBackend(judging(by_last_step))
+    scorer = JudgeScorer(level=level)
+    usage = Usage()
+    partials = [Candidate(text=STEPS), Candidate(text="Add 3 and 4.\n\nThat makes 8.\n\n"), Candidate(text="")]
+    scores = await scorer.score_last_steps(CHAT, partials, ScoringContext(policy=backend, usage=usage))
+    assert scores == pytest.approx([0.5, 0.2, 0.0])
+    assert len(backend.calls) == 1 and usage.scorer_calls == 1
+    prompts = [r.prompt for r in backend.calls[0]]
+    assert [p[-2].content for p in prompts] == [STEPS, "Add 3 and 4.\n\nThat makes 8."]
+    assert all(p[-1].content == DEFAULT_STEP_QUESTION for p in prompts)
+
+
 async def test_custom_step_separator():
     backend = ScriptedBackend(judging(lambda text: 0.6))
     verdicts, _ = await score(JudgeScorer(level="process", step_separator="\n"), CHAT,

@@ -85,6 +85,9 @@ class Scorer(ABC):
     # Top-k log-probabilities per generated token the scorer reads from the candidates' samples (confidence
     # scorers); strategies that sample for it ask the backend for them. 0: none.
     top_logprobs_needed: int = 0
+    # Whether it reads the candidates' sampled tokens (their log-probabilities), not only their text: such a
+    # scorer cannot judge a partial answer that step-level search assembled from steps.
+    reads_sampled_tokens: ClassVar[bool] = False
 
     def __init__(self, **options: Any):
         self.options = self.Options(**options)
@@ -92,6 +95,17 @@ class Scorer(ABC):
     @abstractmethod
     async def score(self, problem: Problem, candidates: list[Candidate], ctx: ScoringContext) -> list[Verdict]:
         """One verdict per candidate, in order. Model calls go through `ctx.generate` (one per batch)."""
+
+    async def score_last_steps(self, problem: Problem, partials: list[Candidate], ctx: ScoringContext) -> list[float]:
+        """Step-level search: each partial solution's score for its LAST step, given every step before it.
+
+        This is the PRM's "model aggregation" of particle filtering (Puri et al. 2025) and what PRM beam
+        search reads after each step; a search keeps the earlier steps' scores itself, so a scorer need not
+        judge them again. Default: `score` each partial solution and take its last step score (process
+        scorers) or its whole score (outcome scorers). A scorer whose `score` would re-judge every earlier
+        step with a request of its own (the judge) overrides this to judge only the last one.
+        """
+        return [last_step_score(v) for v in await self.score(problem, partials, ctx)]
 
     @property
     def label(self) -> str:
@@ -154,6 +168,13 @@ def step_prefixes(text: str, separator: str = DEFAULT_STEP_SEPARATOR) -> list[st
         if piece != separator and piece.strip():
             out.append(text[:pos])
     return out
+
+
+def last_step_score(verdict: Verdict) -> float:
+    """The score of a verdict's last step (process scorers), else its whole score; 0 with no step."""
+    if verdict.step_scores is not None:
+        return float(verdict.step_scores[-1]) if verdict.step_scores else 0.0
+    return float(verdict.score)
 
 
 def aggregate(scores: Sequence[float], how: Aggregation) -> float:
