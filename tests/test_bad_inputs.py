@@ -111,7 +111,18 @@ def unwritable(tmp: Path, run: Path) -> None:
     (tmp / "ro").chmod(0o555)
 
 
+def run_copy(name: str, **changes: object) -> Callable[[Path, Path], None]:
+    """A copy of the finished run folder in {tmp}/name, its config.json changed."""
+    def setup(tmp: Path, run: Path) -> None:
+        shutil.copytree(run, tmp / name)
+        path = tmp / name / "config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    return setup
+
+
 SCALE = ["scale", "{run}", "--bootstrap", "10", "--draws", "10"]
+COMPARE = ["compare", "{run}", "--out", "{tmp}/cmp"]
+TWO_RUNS = ["compare", "{run}", "{tmp}/other", "--out", "{tmp}/cmp"]  # positionals first (argparse)
 
 BAD_INPUTS: list[Row] = [
     # ---- the command line itself ---------------------------------------------------------------
@@ -295,6 +306,29 @@ BAD_INPUTS: list[Row] = [
                                     "--out", "{tmp}/new"], "argument --concurrency: must be at least 1"),
     Row("rescore-out-is-a-file", ["rescore", "{run}", "--scorer", "docstring-examples", "--out", "{tmp}/file.txt"],
         "argument --out: cannot write the folder", write("file.txt", "x")),
+    # compare: everything is checked before anything is written (no --out folder, no groups.json in the pool)
+    Row("compare-no-such-run", ["compare", "/no/such/run", "--out", "{tmp}/cmp"], "run folder not found: /no/such/run"),
+    Row("compare-not-a-run-folder", ["compare", "{tmp}", "--out", "{tmp}/cmp"], "is not a run folder (no config.json)"),
+    Row("compare-without-out", ["compare", "{run}"], "the following arguments are required: --out"),
+    Row("compare-out-is-a-file", ["compare", "{run}", "--out", "{tmp}/file.txt"],
+        "argument --out: cannot write the folder", write("file.txt", "x")),
+    Row("compare-different-tasks", TWO_RUNS, "runs of different tasks", run_copy("other", task="math500")),
+    Row("compare-different-models", TWO_RUNS, "runs of different models", run_copy("other", model="other-model")),
+    Row("compare-results-array", COMPARE, "results.jsonl:3: not a result line", in_run("results.jsonl", "[]")),
+    Row("compare-metrics-corrupt", COMPARE, "metrics.json is not valid JSON", in_run("metrics.json", replace="{")),
+    Row("compare-pool-not-found", [*COMPARE, "--pool", "{tmp}/nope"], "run folder not found: {tmp}/nope"),
+    Row("compare-pool-not-independent-samples", [*COMPARE, "--pool", "{tmp}/tree"],
+        "is a mcts run; a pool needs independent samples", run_copy("tree", strategy="mcts")),
+    Row("compare-budgets-not-a-number", [*COMPARE, "--pool", "{run}", "--budgets", "4,x"],
+        "argument --budgets: expected an integer, got 'x'"),
+    Row("compare-budgets-empty-item", [*COMPARE, "--pool", "{run}", "--budgets", "4,,8"],
+        "argument --budgets: expected comma-separated integers such as 4,8,16, got '4,,8'"),
+    Row("compare-budgets-zero", [*COMPARE, "--pool", "{run}", "--budgets", "0,2"], "argument --budgets: must be at least 1"),
+    Row("compare-budgets-without-pool", [*COMPARE, "--budgets", "2"], "--budgets is only for --pool"),
+    Row("compare-budgets-above-pool", [*COMPARE, "--pool", "{run}", "--budgets", "2,4"],
+        "--budgets asks for 4 samples, but the pool"),
+    Row("compare-bootstrap-negative", [*COMPARE, "--bootstrap", "-1"], "argument --bootstrap: must be 0 or more"),
+    Row("compare-seed-negative", [*COMPARE, "--seed", "-1"], "argument --seed: must be 0 or more, got -1"),
     Row("report-no-such-folder", ["report", "/no/such/run"], "folder not found"),
     Row("report-scaling-json-corrupt", ["report", "{tmp}"], "scaling.json is not a scaling study",
         write("scaling.json", '{"studies": [1]}')),

@@ -32,6 +32,14 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0, "0 or more")
 
 
+def positive_int_list(text: str) -> list[int]:
+    """Comma-separated integers, each at least 1 (`--budgets 4,8,16`): sorted, without repeats."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 4,8,16, got {text!r}")
+    return sorted({_int_at_least(part, 1, "at least 1") for part in parts})
+
+
 def top_logprobs(text: str) -> int:
     value = _int_at_least(text, 0, "0 or more")
     if value > 20:

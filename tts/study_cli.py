@@ -1,29 +1,32 @@
-"""`tts scale` and `tts report`: scaling studies of stored run folders (no generation).
+"""`tts scale`, `tts report` and `tts compare`: studies of stored run folders (no generation).
 
     tts scale RUN_DIR [RUN_DIR ...] [--draws D] [--rpc-fits F] [--seed S] [--bootstrap B] [--k-max K]
               [--workers W] [--out DIR]
     tts report RUN_DIR
+    tts compare RUN_DIR [RUN_DIR ...] --out DIR [--pool RUN_DIR] [--budgets 4,8,16] [--bootstrap B] [--seed S]
 
-`register(subparsers)` adds both to the `tts` parser; handlers return an exit code and raise
+`register(subparsers)` adds them to the `tts` parser; handlers return an exit code and raise
 `UserError` for bad input, which `tts.cli.main` prints as one line with exit code 2. Flags are
 validated here (argparse types, `cmd_scale`), not in `tts.study`, whose functions take plain
 arguments. The curves are every study selector registered under the `tts.selectors` entry points,
 then `best-of-n[<scorer>]` and `weighted-vote[<scorer>]` for every scorer recorded in the run, whose
 quality (AUROC, false-positive rate, fLaws ceiling) the summary prints one line each. numpy, scipy
-and matplotlib are imported only when a command runs, so `tts --help` stays fast.
+and matplotlib are imported only when a command runs, so `tts --help` stays fast. `tts compare` puts
+runs side by side at matched compute (tts.study.compare, docs/compare.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from tts.cli_args import non_negative_int, positive_int, writable_folder
+from tts.cli_args import non_negative_int, positive_int, positive_int_list, writable_folder
 from tts.errors import UserError
 
 
 def register(subparsers) -> None:
-    """Add `scale` and `report` to the `tts` subcommands (each sets `func`)."""
+    """Add `scale`, `report` and `compare` to the `tts` subcommands (each sets `func`)."""
 
     sc = subparsers.add_parser(
         "scale", help="coverage, selector accuracy (majority, RPC, perplexity, ...) and the power-law fit "
@@ -47,6 +50,21 @@ def register(subparsers) -> None:
                        "(runs `tts scale` with defaults first if there is none)")
     rp.add_argument("run", metavar="RUN_DIR")
     rp.set_defaults(func=cmd_report)
+
+    cp = subparsers.add_parser(
+        "compare", help="runs side by side at matched compute: accuracy with bootstrap intervals against tokens, "
+                        "FLOPs and wall time; writes compare.csv, compare.md and compare.png (docs/compare.md)")
+    cp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders made by `tts eval` (one task, one model)")
+    cp.add_argument("--out", required=True, type=writable_folder, help="output folder")
+    cp.add_argument("--pool", default=None, metavar="RUN_DIR",
+                    help="a run of n independent samples per problem: adds self-consistency and weighted-vote "
+                         "points on its first k samples at each budget")
+    cp.add_argument("--budgets", type=positive_int_list, default=None, metavar="K,K,...",
+                    help="budgets k for the --pool points (default: the runs' own n that the pool can serve)")
+    cp.add_argument("--bootstrap", type=non_negative_int, default=1000,
+                    help="bootstrap resamples over problems for the 95%% intervals")
+    cp.add_argument("--seed", type=non_negative_int, default=0, help="seed of the bootstrap resamples")
+    cp.set_defaults(func=cmd_compare)
 
 
 def _unique_labels(paths: list[Path]) -> list[str]:
@@ -87,6 +105,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         written = _write(ScalingFile(studies=[study_run(folder)]), folder)
     print("wrote: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tts.study.compare import compare, render_markdown, write_comparison
+
+    for run in [*args.runs, *([args.pool] if args.pool else [])]:
+        if not Path(run).is_dir():
+            raise UserError(f"run folder not found: {run}")
+    if args.budgets is not None and args.pool is None:
+        raise UserError("--budgets is only for --pool")
+    data = compare(args.runs, args.pool, args.budgets, bootstrap=args.bootstrap, seed=args.seed)
+    written = write_comparison(data, Path(args.out))
+    print(render_markdown(data), end="")
+    print("wrote: " + ", ".join(str(p) for p in written), file=sys.stderr)
     return 0
 
 
