@@ -8,7 +8,7 @@ new partial answer (`score_steps`, which asks each scorer for the score of the l
 the engine's batches, and continuations reuse the prefix cache (the cached tokens are counted).
 
 A step is the text up to a blank line ("\\n\\n", search-and-learn's and the PRMs' separator). A track
-ends when a step holds the final answer (`\\boxed{`, "the answer is", "####"), at the end-of-sequence
+ends when a step holds the final answer (`\\boxed{`, "####", "the answer is" and a number), at the end-of-sequence
 token, after `max_steps` steps (the last step runs to the end of the answer), or when its answer
 reaches `answer_max_tokens` tokens, by default the run's `--max-tokens`, so one track costs at most what
 one sample costs in the sampling strategies and budgets compare.
@@ -29,7 +29,6 @@ from tts import selection
 from tts.errors import UserError
 from tts.scorer import Aggregation, ScoringContext, aggregate
 from tts.stepwise import (
-    DEFAULT_ANSWER_PATTERN,
     Step,
     StepFormat,
     StepState,
@@ -42,6 +41,10 @@ from tts.strategy import StrategyConfig, StrategyContext
 from tts.types import Candidate, GenerationRequest, Problem, Result, Sample, Usage, Verdict
 
 STEP_SEPARATOR = "\n\n"
+# A step ends the answer when it holds a boxed answer, "####", or "the answer is" followed by a number: not
+# on "the answer is determined by...", which small models write mid-solution (the PF and DVTS references
+# stop on "\boxed" only; beam search's on the end of the sequence only).
+STEP_ANSWER_PATTERN = r"\\boxed\s*\{|^\s*####|(?i:\b(?:the|final) answer is)[\s:$\\(]*-?\d"
 FinalChoice = Literal["score", "weighted-vote", "sample"]
 
 
@@ -59,7 +62,8 @@ class StepSearchConfig(StrategyConfig):
     lookahead: int = Field(0, ge=0, le=8, description="greedy steps rolled out past each new step before it is "
                            "scored (only the new step is kept)")
     delimiter: str = Field(STEP_SEPARATOR, min_length=1, description="a step ends at this string")
-    answer_pattern: str | None = Field(DEFAULT_ANSWER_PATTERN, description="regex; a step matching it ends the answer")
+    answer_pattern: str | None = Field(STEP_ANSWER_PATTERN, description="regex (multiline); a step matching it ends "
+                                       "the answer")
     final: FinalChoice = Field("score", description="the answer: the track with the best score, the answer group "
                                "with the largest sum of scores (weighted-vote), or a track drawn by softmax of "
                                "logit(score) (sample)")
