@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from tts.step_search import StepSearch, StepSearchConfig, Track, replicate
-from tts.strategy import Strategy, StrategyContext
+from tts.step_search import StepSearch, StepSearchConfig, StepSearchStrategy, Track, replicate
+from tts.strategy import StrategyContext
 from tts.types import Problem, Result
 
 
@@ -27,7 +27,7 @@ class BeamSearchConfig(StepSearchConfig):
     sort_completed: bool = Field(False, description="keep the N best completed beams, not the first N")
 
 
-class BeamSearch(Strategy):
+class BeamSearch(StepSearchStrategy):
     name = "beam-search"
     description = "PRM beam search: N beams, one scored step each per iteration, the top N/M kept and replicated"
     Config = BeamSearchConfig

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from tts.step_search import StepSearch, StepSearchConfig, Track
-from tts.strategy import Strategy, StrategyContext
+from tts.step_search import StepSearch, StepSearchConfig, StepSearchStrategy, Track
+from tts.strategy import StrategyContext
 from tts.types import Problem, Result
 
 
@@ -33,7 +33,7 @@ class DVTSConfig(StepSearchConfig):
         return self
 
 
-class DVTS(Strategy):
+class DVTS(StepSearchStrategy):
     name = "dvts"
     description = "Diverse Verifier Tree Search: N/M independent subtrees, each advanced greedily on the scorer"
     Config = DVTSConfig

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
-from tts.step_search import StepSearch, StepSearchConfig, Track, softmax_of_logits
-from tts.strategy import Strategy, StrategyContext
+from tts.step_search import StepSearch, StepSearchConfig, StepSearchStrategy, Track, softmax_of_logits
+from tts.strategy import StrategyContext
 from tts.types import Problem, Result
 
 
@@ -77,7 +77,7 @@ def final_weights(tracks: Sequence[Track], tau: float) -> list[float]:
     return [float(w) for w in softmax_of_logits([latest_score(t) for t in tracks], tau)]
 
 
-class ParticleFiltering(Strategy):
+class ParticleFiltering(StepSearchStrategy):
     name = "particle-filtering"
     description = ("particle filtering: N particles, one scored step each per iteration, resampled by "
                    "softmax(logit(score))")

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from tts.step_search import StepSearch, Track, softmax_of_logits
+from tts.step_search import StepSearch, StepSearchStrategy, Track, softmax_of_logits
 from tts.strategies.particle_filtering import ParticleFilteringConfig, filter_particles, final_weights, latest_score
-from tts.strategy import Strategy, StrategyContext
+from tts.strategy import StrategyContext
 from tts.types import Problem, Result
 
 
@@ -34,7 +34,7 @@ class ParticleGibbsConfig(ParticleFilteringConfig):
         return self
 
 
-class ParticleGibbs(Strategy):
+class ParticleGibbs(StepSearchStrategy):
     name = "particle-gibbs"
     description = "particle Gibbs: several particle-filtering runs sharing the budget, a reference particle retained"
     Config = ParticleGibbsConfig

@@ -29,10 +29,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tts.backends.base import Backend
 from tts.errors import UserError
+from tts.scorer import Scorer
 from tts.strategies.refinement import refinement_prompt
 from tts.strategy import Strategy, StrategyConfig, StrategyContext
 from tts.treesearch.tree import Expansion, ExpansionResult, SearchState, TreeSearchAlgorithm, tree_rows
 from tts.types import Candidate, GenerationRequest, Problem, Prompt, Result, Sample
+
+NO_SCORER = ("tree search scores every answer with a scorer, and none was given (--scorer judge serves any task; "
+             "code tasks default to their docstring examples)")
 
 
 class Action(BaseModel):
@@ -90,6 +94,10 @@ class TreeSearchStrategy(Strategy):
     def build_algorithm(self) -> TreeSearchAlgorithm:
         """The pure search algorithm configured from `self.config`."""
 
+    def check_scorers(self, scorers: list[Scorer]) -> None:
+        if not scorers:
+            raise UserError(NO_SCORER)
+
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
         search = TreeSearch(self.algorithm, self.config, problem, ctx)
         state = await search.run()
@@ -102,8 +110,7 @@ class TreeSearch:
     def __init__(self, algorithm: TreeSearchAlgorithm, config: TreeSearchConfig, problem: Problem,
                  ctx: StrategyContext):
         if not ctx.scorers:
-            raise UserError("tree search scores every answer with a scorer, and none was given (--scorer judge "
-                            "serves any task; code tasks default to their docstring examples)")
+            raise UserError(NO_SCORER)
         self.algorithm = algorithm
         self.config = config
         self.problem = problem

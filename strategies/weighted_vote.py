@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from tts import selection
 from tts.errors import UserError
+from tts.scorer import Scorer
 from tts.strategy import Strategy, StrategyContext
 from tts.types import Problem, Result
 
@@ -22,10 +23,13 @@ class WeightedVote(Strategy):
     name = "weighted-vote"
     description = "n samples; answers grouped by equivalence; the group with the largest sum of scorer scores wins"
 
-    async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
-        if not ctx.scorers:
+    def check_scorers(self, scorers: list[Scorer]) -> None:
+        if not scorers:
             raise UserError("weighted-vote weighs each answer by its scorers' scores, and no scorer was given "
                             "(choose one with --scorer; without scores use self-consistency)")
+
+    async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
+        self.check_scorers(ctx.scorers)
         candidates = await ctx.sample_candidates(problem, self.config.n)
         scores = [selection.verdict_score(c.verdicts) for c in candidates]
         groups = selection.Groups.of_answers([c.answer for c in candidates], ctx.answers.equivalent)

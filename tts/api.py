@@ -47,11 +47,12 @@ async def asolve(
     """
     task_obj = task if isinstance(task, Task) else build_task(task, **(task_options or {}))
     strat = strategy if isinstance(strategy, Strategy) else build_strategy(strategy, n=n, **strategy_options)
+    chosen = task_obj.default_scorers() if scorers is None else [
+        s if isinstance(s, Scorer) else build_scorer(s) for s in scorers]
+    strat.check_scorers(chosen)
     be = build_backend(backend, model, base_url, **(backend_options or {}))
     problem = task_obj.make_problem(question)
     sampling = SamplingConfig(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
-    chosen = task_obj.default_scorers() if scorers is None else [
-        s if isinstance(s, Scorer) else build_scorer(s) for s in scorers]
     ctx = StrategyContext(backend=be, answers=task_obj, sampling=sampling, scorers=chosen, rng=random.Random(seed))
     return await strat.run(problem, ctx)
 

@@ -243,6 +243,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     task = build_task(args.task, **_task_options(args))
     strategy = build_strategy(args.strategy, **_strategy_options(args))
     scorers = _scorers(args, task)
+    strategy.check_scorers(scorers)
     items = task.load(args.limit)
     if not items:
         raise UserError(f"task {args.task!r} has no problems")
@@ -351,6 +352,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
     task = build_task(args.task, **_task_options(args))
     strategy = build_strategy(args.strategy, **_strategy_options(args))
     scorers = _scorers(args, task)
+    strategy.check_scorers(scorers)
     try:
         task.make_problem(args.question)
     except NotImplementedError as exc:

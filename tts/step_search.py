@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 
 from tts import selection
 from tts.errors import UserError
-from tts.scorer import Aggregation, ScoringContext, aggregate
+from tts.scorer import Aggregation, Scorer, ScoringContext, aggregate
 from tts.stepwise import (
     Step,
     StepFormat,
@@ -37,7 +37,7 @@ from tts.stepwise import (
     usage_of,
     with_request_seeds,
 )
-from tts.strategy import StrategyConfig, StrategyContext
+from tts.strategy import Strategy, StrategyConfig, StrategyContext
 from tts.types import Candidate, GenerationRequest, Problem, Result, Sample, Usage, Verdict
 
 STEP_SEPARATOR = "\n\n"
@@ -127,17 +127,32 @@ class Phases:
         return {k: v.model_dump() for k, v in self.usage.items()}
 
 
+def require_text_scorers(strategy: str, scorers: Sequence[Scorer]) -> None:
+    """Step-level search needs scorers that judge text: a partial answer assembled from steps has no sampled
+    tokens of its own for a confidence scorer to read."""
+    if not scorers:
+        raise UserError(f"{strategy} ranks partial answers by a scorer (a process reward model or the judge), "
+                        "and no scorer was given: choose one with --scorer")
+    readers = [s.name for s in scorers if s.reads_sampled_tokens]
+    if readers:
+        raise UserError(f"{strategy} scores partial answers, and scorer(s) {', '.join(readers)} read the token "
+                        "log-probabilities of whole samples: use a judge or a reward model")
+
+
+class StepSearchStrategy(Strategy):
+    """A step-level search: its scorers are checked before any engine starts."""
+
+    config: StepSearchConfig
+
+    def check_scorers(self, scorers: list[Scorer]) -> None:
+        require_text_scorers(self.name, scorers)
+
+
 class StepSearch:
     """One problem's step-level search machinery: step generation, lookahead, scoring and the result."""
 
     def __init__(self, problem: Problem, ctx: StrategyContext, cfg: StepSearchConfig, strategy: str):
-        if not ctx.scorers:
-            raise UserError(f"{strategy} ranks partial answers by a scorer (a process reward model or the judge), "
-                            "and no scorer was given: choose one with --scorer")
-        readers = [s.name for s in ctx.scorers if s.reads_sampled_tokens]
-        if readers:
-            raise UserError(f"{strategy} scores partial answers, and scorer(s) {', '.join(readers)} read the token "
-                            "log-probabilities of whole samples: use a judge or a reward model")
+        require_text_scorers(strategy, ctx.scorers)
         self.problem, self.ctx, self.cfg, self.strategy = problem, ctx, cfg, strategy
         self.fmt = cfg.step_format
         self.answer_cap = cfg.answer_max_tokens or ctx.sampling.max_tokens

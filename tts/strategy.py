@@ -135,6 +135,9 @@ class Strategy(ABC):
     def __init__(self, **options: Any):
         self.config = self.Config(**options)
 
+    def check_scorers(self, scorers: list[Scorer]) -> None:  # noqa: B027 - any scorers suit most strategies
+        """Refuse, with a UserError before any engine starts, scorers this strategy cannot work with."""
+
     @abstractmethod
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
         """Spend compute on one problem and return the chosen answer with every candidate."""
