@@ -105,9 +105,6 @@ class Track:
     def score(self, how: Aggregation) -> float:
         return aggregate(self.mean_step_scores(), how)
 
-    def extend(self, step: Step, scores: Sequence[float]) -> Track:
-        return Track(self.state.extend(step), self.step_scores + (tuple(scores),), self.origin)
-
     def truncated(self, depth: int) -> Track:
         """The track as it stood after `depth` steps."""
         return Track(self.state.model_copy(update={"steps": self.state.steps[:depth]}),
