@@ -84,7 +84,7 @@ class Track:
 
     state: StepState = field(default_factory=StepState)
     step_scores: tuple[tuple[float, ...], ...] = ()
-    # Where the track came from: its subtree (DVTS) or the slot it was drawn into (particles), for the record.
+    # Where the track came from, for the record: its subtree (DVTS) or the first-step particle it descends from.
     origin: int = 0
 
     @property
