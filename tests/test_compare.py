@@ -185,7 +185,7 @@ def test_pool_points_vote_on_the_first_k_samples(tmp_path, pool):
 def test_pool_points_are_costed_pro_rata(tmp_path, pool):
     run = write_run(tmp_path / "run", [1, 1, 0, 1])
     data = quiet([run], pool, budgets=[2], bootstrap=0)
-    p = next(p for p in data.points if p.source == "pool")
+    p = next(p for p in data.points if p.source == "pool" and p.strategy == "weighted-vote[judge]")
     assert p.generated_tokens == 30                      # the first two samples: 10 + 20
     # the prompt is prefilled once (100 - 40 cached), completions 30 of 100 tokens
     assert p.generator_flops == pytest.approx(320_000 * (60 + 30) / (60 + 100))
@@ -194,6 +194,21 @@ def test_pool_points_are_costed_pro_rata(tmp_path, pool):
     assert (p.backend_calls, p.scorer_calls) == (1, 1)
     assert p.wall_seconds is None and p.latency_seconds is None and p.mean_batch is None
     assert p.total_flops == pytest.approx(p.generator_flops + 5e5)
+    # self-consistency reads no score: no scorer cost
+    sc = next(p for p in data.points if p.source == "pool" and p.strategy == "self-consistency")
+    assert (sc.scorer_tokens, sc.scorer_flops, sc.scorer_calls, sc.cached_tokens) == (0.0, 0.0, 0.0, 40)
+    assert sc.generator_flops == p.generator_flops and sc.total_flops == pytest.approx(sc.generator_flops)
+
+
+def test_a_weighted_vote_on_a_confidence_scorer_costs_no_scoring(tmp_path, pool):
+    """A scorer computed from the samples' own log-probabilities makes no model call: its vote is free."""
+    config_path = pool / "config.json"
+    config = json.loads(config_path.read_text())
+    config["scorers"] = [{"name": "group-confidence", "options": {"label": "judge"}}]
+    config_path.write_text(json.dumps(config))
+    data = quiet([write_run(tmp_path / "run", [1, 1, 0, 1])], pool, budgets=[2], bootstrap=0)
+    p = next(p for p in data.points if p.strategy == "weighted-vote[judge]")
+    assert (p.scorer_tokens, p.scorer_flops, p.scorer_calls) == (0.0, 0.0, 0.0)
 
 
 def test_default_budgets_are_the_runs_own_n(tmp_path, pool):

@@ -27,7 +27,11 @@ of every problem, as search-and-learn evaluates sub-budgets (the study selectors
   (prompt - cached + all completion tokens): the prompt is prefilled once for a request of k samples
   as for one of n, the completions are those k samples' own (k/n when nothing was processed);
 - scorer tokens, scorer cached tokens and scorer FLOPs: k/n of the problem's (every candidate is
-  scored on its own); generator cached tokens: the problem's (one prompt, as for n);
+  scored on its own), charged only to the points that read a model scorer: self-consistency reads no
+  score, and scorers computed from the samples' own log-probabilities (`reads_sampled_tokens`: the
+  confidence scorers) cost nothing more; a weighted vote on a model scorer (judge, reward model) is
+  charged the pool's whole scorer cost (usage does not tell model scorers apart, so with several it is
+  an upper bound, and a note says so); generator cached tokens: the problem's (one prompt, as for n);
 - calls: the problem's (one generation request and one call per scorer, for k samples as for n);
 - wall seconds, latency and mean batch: unknown, since batched time cannot be apportioned honestly.
 """
@@ -219,6 +223,7 @@ def _costs_at(usage: dict[str, Any], tokens: np.ndarray, k: int) -> dict[str, fl
         "generated_tokens": float(tokens[:k].sum()),
         "scorer_tokens": share * (usage.get("scorer_prompt_tokens", 0) + usage.get("scorer_completion_tokens", 0)),
         "cached_tokens": usage.get("cached_tokens", 0) + share * usage.get("scorer_cached_tokens", 0),
+        "scorer_cached_tokens": share * usage.get("scorer_cached_tokens", 0),
         "generator_flops": None if flops["generator_flops"] is None else flops["generator_flops"] * ratio,
         "scorer_flops": None if flops["scorer_flops"] is None else flops["scorer_flops"] * share,
         "backend_calls": usage.get("backend_calls", 0), "scorer_calls": usage.get("scorer_calls", 0),
@@ -234,20 +239,46 @@ def pool_points(pool: _Run, ids: Sequence[str], budgets: Sequence[int], picks: n
     notes = [] if scorers else [f"{pool.path}: no scorer verdicts in the samples, so no weighted-vote points"]
     selectors: list[tuple[str, StudySelector]] = [("self-consistency", Majority()),
                                                   *((f"weighted-vote[{s}]", ScoreWeightedVote(s)) for s in scorers)]
+    free = _free_scorers(pool.config)
+    charged = {"self-consistency": False, **{f"weighted-vote[{s}]": s not in free for s in scorers}}
+    if sum(1 for s in scorers if s not in free) > 1:
+        notes.append(f"{pool.path}: several model scorers were recorded; each weighted vote on one of them is "
+                     "charged all their cost (usage does not tell them apart)")
     points = []
     for k in budgets:
         costs = [_costs_at(pool.results[i].get("usage") or {}, p.tokens, k) for i, p in zip(ids, pools)]
         cost = {key: _mean([c[key] for c in costs]) for key in costs[0]}
         for name, selector in selectors:
             credit = np.array([selector.credits(p, np.arange(k)[None, :])[0] for p in pools], dtype=float)
-            gen, scorer = cost["generator_flops"], cost["scorer_flops"]
+            paid = charged[name]
+            gen, scorer = cost["generator_flops"], cost["scorer_flops"] if paid else 0.0
             points.append(ComparePoint(
                 "pool", str(pool.path), name, f"{name} (pool)", f"{name} n={k} (pool)", json.dumps({"n": k}), k,
                 len(ids),
                 float(credit.mean()), *_interval(credit, picks), cost["generated_tokens"] or 0.0,
-                cost["scorer_tokens"] or 0.0, cost["cached_tokens"] or 0.0, gen, scorer, *_total(gen, scorer),
-                cost["backend_calls"] or 0.0, cost["scorer_calls"] or 0.0, None, None, None))
+                (cost["scorer_tokens"] or 0.0) if paid else 0.0,
+                (cost["cached_tokens"] or 0.0) - (0.0 if paid else cost["scorer_cached_tokens"] or 0.0),
+                gen, scorer, *_total(gen, scorer),
+                cost["backend_calls"] or 0.0, (cost["scorer_calls"] or 0.0) if paid else 0.0, None, None, None))
     return points, notes
+
+
+def _free_scorers(config: dict[str, Any]) -> set[str]:
+    """Labels of the pool's scorers that cost no model call: those computed from the samples' own tokens."""
+    from tts.registry import get
+
+    free = set()
+    for entry in config.get("scorers") or []:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str):
+            continue
+        try:
+            cls = get("scorers", name)
+        except UserError:  # a plugin not installed here: assume it called a model
+            continue
+        if getattr(cls, "reads_sampled_tokens", False):
+            free.add(str((entry.get("options") or {}).get("label") or name))
+    return free
 
 
 def _pool_budgets(pool: _Run, ids: Sequence[str], budgets: Sequence[int] | None, runs: Sequence[_Run]) -> list[int]:
