@@ -106,6 +106,17 @@ def test_finished_particles_are_kept_and_never_extended():
     assert all(c.info["finished"] for c in result.candidates)
 
 
+def test_copies_of_a_particle_go_as_one_request():
+    """Resampled copies share their text: one request with n = copies, so the engine prefills it once."""
+    scorer = FnScorer(lambda t: 0.999 if options_of(t)[:1] == [2] else 0.001)  # particle 2 takes every draw
+    result, backend = run(ParticleFiltering(n=4), stepper(4), scorer, seed=0)
+    assert result.info["history"][0]["drawn"] == [2, 2, 2, 2]
+    second = backend.calls[1]
+    assert len(second) == 1 and second[0].sampling.n == 4
+    assert second[0].continuation == "step 0 option 2" + SEP
+    assert len({c.text for c in result.candidates}) > 1  # the copies then part ways
+
+
 def test_no_resampling_after_the_last_step():
     result, _ = run(ParticleFiltering(n=4), stepper(3))
     history = result.info["history"]
@@ -183,10 +194,12 @@ def test_beam_search_drops_duplicate_texts_before_ranking():
         answer = answer_of(text)
         return "The answer is 5." if depth_of(answer) >= 2 else f"step {depth_of(answer)} option 1{SEP}"
 
-    _, backend = run(BeamSearch(n=8, beam_width=4, filter_duplicates=True), same)
-    assert [len(c) for c in step_calls(backend)] == [1, 1, 1]
-    _, backend = run(BeamSearch(n=8, beam_width=4, filter_duplicates=False), same)
-    assert [len(c) for c in step_calls(backend)] == [1, 2, 2]
+    result, backend = run(BeamSearch(n=8, beam_width=4, filter_duplicates=True), same)
+    assert [len(h["kept_scores"]) for h in result.info["history"][:2]] == [1, 1]
+    result, backend = run(BeamSearch(n=8, beam_width=4, filter_duplicates=False), same)
+    assert [len(h["kept_scores"]) for h in result.info["history"][:2]] == [2, 2]
+    # either way the identical survivors' copies go as one request of n = 8 (one prefill)
+    assert [[r.sampling.n for r in c] for c in step_calls(backend)] == [[8], [8], [8]]
 
 
 def test_completed_beams_are_first_n_or_best_n():

@@ -187,13 +187,28 @@ class StepSearch:
         return step
 
     async def next_steps(self, tracks: Sequence[Track], counts: Sequence[int], final: bool) -> list[list[Step]]:
-        """`counts[i]` candidate next steps for each open track, in one engine call (`final`: to the end)."""
-        live = [(t, k) for t, k in zip(tracks, counts) if k > 0]
-        if any(t.finished for t, _ in live):
+        """`counts[i]` candidate next steps for each open track, in one engine call (`final`: to the end).
+
+        Tracks with the same text (resampled copies of one particle) go as ONE request with n = their
+        copies: the engine prefills the shared text once and forks the samples, where separate
+        requests submitted together would each prefill it (the prefix cache only serves what an
+        earlier step already computed).
+        """
+        if any(t.finished for t, k in zip(tracks, counts) if k > 0):
             raise ValueError("a finished track cannot be extended")
-        out = await self._generate("steps", [self._request(t.state, k, final=final) for t, k in live])
-        it = iter(out)
-        return [[self._step(t.state, s, final) for s in next(it)] if k > 0 else [] for t, k in zip(tracks, counts)]
+        groups: dict[str, list[int]] = {}
+        for i, (t, k) in enumerate(zip(tracks, counts)):
+            if k > 0:
+                groups.setdefault(t.text, []).append(i)
+        members = list(groups.values())
+        out = await self._generate("steps", [self._request(tracks[m[0]].state, sum(counts[i] for i in m),
+                                                           final=final) for m in members])
+        steps: list[list[Step]] = [[] for _ in tracks]
+        for m, samples in zip(members, out):
+            it = iter(samples)
+            for i in m:
+                steps[i] = [self._step(tracks[i].state, next(it), final) for _ in range(counts[i])]
+        return steps
 
     async def look_ahead(self, states: Sequence[StepState]) -> list[str]:
         """`lookahead` greedy steps past each state (one call per lookahead step for all): the text the
