@@ -27,6 +27,17 @@ class BeamSearchConfig(StepSearchConfig):
     sort_completed: bool = Field(False, description="keep the N best completed beams, not the first N")
 
 
+def first_of_each_text(beams: list[Track]) -> list[Track]:
+    """The beams in order, each text kept once (its first beam), as the reference's duplicate filter."""
+    seen: set[str] = set()
+    out = []
+    for b in beams:
+        if b.text not in seen:
+            seen.add(b.text)
+            out.append(b)
+    return out
+
+
 class BeamSearch(StepSearchStrategy):
     name = "beam-search"
     description = "PRM beam search: N beams, one scored step each per iteration, the top N/M kept and replicated"
@@ -49,8 +60,7 @@ class BeamSearch(StepSearchStrategy):
             completed += [b for b in beams if b.finished]
             open_ = [b for b in beams if not b.finished]
             if cfg.filter_duplicates:
-                seen: set[str] = set()
-                open_ = [b for b in open_ if not (b.text in seen or seen.add(b.text))]  # type: ignore[func-returns-value]
+                open_ = first_of_each_text(open_)
             ranked = sorted(range(len(open_)), key=lambda i: open_[i].score(cfg.aggregation), reverse=True)
             survivors = [open_[i] for i in sorted(ranked[:keep])]
             history.append({"beams": len(beams), "completed": len(completed), "open": len(open_),
