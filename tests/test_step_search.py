@@ -202,11 +202,20 @@ def test_beam_search_drops_duplicate_texts_before_ranking():
     assert [[r.sampling.n for r in c] for c in step_calls(backend)] == [[8], [8], [8]]
 
 
-def test_completed_beams_are_first_n_or_best_n():
-    # Sample i of the empty prefix finishes at once when i is even (answer i): 4 completed in the first step.
-    script = stepper(4, finish_at=lambda answer, i: answer == "" and i % 2 == 0, final=lambda a: "99")
-    result, _ = run(BeamSearch(n=4, beam_width=2), script, FnScorer(by_last_option()))
-    assert len(result.candidates) == 4 and result.info["completed"] >= 4
+@pytest.mark.parametrize(("sort_completed", "answers"), [
+    (False, ["7", "7", "8", "8"]),  # the first N to complete: the two early, poorly scored ones first
+    (True, ["8", "8", "8", "8"]),   # the N best
+])
+def test_completed_beams_are_first_n_or_best_n(sort_completed, answers):
+    # Samples 0 and 2 of the empty prefix answer 7 at once (score 0.1); the other beams answer 8 at depth 3
+    # (score 0.9): 2 completed in the first iteration, 4 in the last, 6 in all.
+    script = stepper(4, finish_at=lambda answer, i: answer == "" and i % 2 == 0,
+                     final=lambda a: "7" if a == "" else "8")
+    scorer = FnScorer(lambda t: 0.1 if "answer is 7" in t else 0.9 if "answer is 8" in t else 0.5)
+    result, _ = run(BeamSearch(n=4, beam_width=2, sort_completed=sort_completed), script, scorer)
+    assert result.info["completed"] == 6
+    assert [c.answer for c in result.candidates] == answers
+    assert result.answer == "8"
 
 
 # ---- DVTS ---------------------------------------------------------------------------------------

@@ -252,7 +252,7 @@ class StepSearch:
         return [Track(state, t.step_scores + (sc,), t.origin) for t, state, sc in zip(tracks, states, scores)]
 
     # ---- the answer -----------------------------------------------------------------------------
-    def candidate(self, track: Track, **info: Any) -> Candidate:
+    def candidate(self, track: Track) -> Candidate:
         """A finished (or abandoned) track as a candidate, one verdict per scorer from its step scores."""
         state, how = track.state, self.cfg.aggregation
         verdicts = []
@@ -267,7 +267,7 @@ class StepSearch:
                          completion_tokens=state.token_count,
                          mean_logprob=state.logprob_sum / state.token_count if state.token_count else None,
                          finish_reason=last.finish_reason if last else None, verdicts=verdicts,
-                         info={"steps": state.depth, "finished": track.finished, "origin": track.origin, **info})
+                         info={"steps": state.depth, "finished": track.finished, "origin": track.origin})
 
     def finish(self, tracks: Sequence[Track], temperature: float = 1.0, **info: Any) -> Result:
         """Pick the answer among the final tracks (`final` option; `sample` draws by softmax(logit(score) /
@@ -294,7 +294,9 @@ class StepSearch:
 
 # ---- weights --------------------------------------------------------------------------------------
 
-LOGIT_EPS = 1e-6  # its_hub and the PF reference clip rewards away from 0 and 1 before the logit
+# Rewards are clipped away from 0 and 1 before the logit (its_hub clips at 1e-7, the PF authors' code at machine
+# epsilon; 1e-6 keeps a reward of exactly 0 or 1 from dominating every draw by a factor above 1e12).
+LOGIT_EPS = 1e-6
 
 
 def logit(score: float, eps: float = LOGIT_EPS) -> float:
