@@ -35,51 +35,18 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from tts.confidence import (  # noqa: F401 - the measures live in core; re-exported here
+    BOTTOM_SHARE,
+    DEFAULT_TOP_K,
+    DEFAULT_WINDOW,
+    bottom_group_confidence,
+    group_means,
+    lowest_group_confidence,
+    tail_confidence,
+)
 from tts.errors import UserError
 from tts.scorer import Scorer, ScorerOptions, ScoringContext
 from tts.types import Candidate, Problem, Verdict
-
-DEFAULT_WINDOW = 2048  # DeepConf's group (window) size and tail length
-DEFAULT_TOP_K = 20  # DeepConf's k (vLLM's logprobs=20)
-BOTTOM_SHARE = 0.1  # DeepConf's "bottom 10%" group confidence
-
-
-# ---- the measures (pure functions on a trace's token confidences) ---------------------------------------
-
-def group_means(conf: np.ndarray, window: int) -> np.ndarray:
-    """Mean token confidence over every window of `window` consecutive tokens, in order.
-
-    A trace shorter than the window is one group (its mean); an empty trace has no group.
-    """
-    conf = np.asarray(conf, dtype=np.float64)
-    n = len(conf)
-    if n == 0:
-        return np.zeros(0)
-    if n < window:
-        return np.array([conf.mean()])
-    sums = np.concatenate(([0.0], np.cumsum(conf)))
-    return (sums[window:] - sums[:-window]) / window
-
-
-def lowest_group_confidence(conf: np.ndarray, window: int = DEFAULT_WINDOW) -> float:
-    """The least confident window's mean confidence (0 for an empty trace, as the reference)."""
-    groups = group_means(conf, window)
-    return float(groups.min()) if len(groups) else 0.0
-
-
-def bottom_group_confidence(conf: np.ndarray, window: int = DEFAULT_WINDOW, share: float = BOTTOM_SHARE) -> float:
-    """Mean of the least confident `share` of windows (at least one window; 0 for an empty trace)."""
-    groups = group_means(conf, window)
-    if not len(groups):
-        return 0.0
-    count = max(1, int(len(groups) * share))
-    return float(np.sort(groups)[:count].mean())
-
-
-def tail_confidence(conf: np.ndarray, tail: int = DEFAULT_WINDOW) -> float:
-    """Mean confidence of the last `tail` tokens (the whole trace when shorter; 0 for an empty trace)."""
-    conf = np.asarray(conf, dtype=np.float64)
-    return float(conf[-tail:].mean()) if len(conf) else 0.0
 
 
 def confidence_score(c: float) -> float:

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from tts.confidence import token_confidence
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -147,7 +149,7 @@ class TokenTrace(BaseModel):
         if not sample.top_logprobs:
             return None
         k = max(len(top) for top in sample.top_logprobs)
-        conf = [-sum(top.values()) / len(top) if top else 0.0 for top in sample.top_logprobs]
+        conf = [token_confidence(top) for top in sample.top_logprobs]
         lps = sample.token_logprobs if sample.token_logprobs is not None else []
         return cls(k=max(k, 1), logprobs=_pack(lps), confidence=_pack(conf))
 
