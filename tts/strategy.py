@@ -14,9 +14,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tts import perturb as perturb_mod
 from tts.backends.base import Backend
+from tts.errors import UserError
 from tts.scorer import Scorer, ScoringContext, as_scorer
 from tts.selection import ChoiceInfo, GroupInfo, Groups, Selection
 from tts.task import AnswerSpace
@@ -52,15 +54,26 @@ class StrategyContext:
         (samples,) = await self.generate([GenerationRequest(prompt=problem.prompt, sampling=cfg)])
         return samples
 
-    async def sample_candidates(self, problem: Problem, n: int, **overrides: Any) -> list[Candidate]:
+    async def sample_candidates(self, problem: Problem, n: int, *, perturb: str | None = None,
+                                **overrides: Any) -> list[Candidate]:
         """n samples as candidates with their answers, each scored by the context's scorers.
 
         The common start of every "sample n, then select" strategy; verdicts are recorded even where the
-        selector ignores them, so studies can compare selectors on the same pool later.
+        selector ignores them, so studies can compare selectors on the same pool later. With `perturb` (a
+        spec of `tts.perturb`), each sample comes from its own perturbed prompt drawn from `self.rng`: n
+        requests with n = 1 in one engine call, each candidate's perturbation in info["perturbation"].
         """
         if "top_logprobs" not in overrides and self.wants_top_logprobs > self.sampling.top_logprobs:
             overrides["top_logprobs"] = self.wants_top_logprobs
-        candidates = [self.candidate(problem, s) for s in await self.sample(problem, n, **overrides)]
+        if perturb is None:
+            candidates = [self.candidate(problem, s) for s in await self.sample(problem, n, **overrides)]
+        else:
+            drawn = await perturb_mod.perturbed_prompts(problem, n, perturb, rng=self.rng, generate=self.generate,
+                                                        sampling=self.sampling)
+            out = await self.generate(perturb_mod.requests_for(drawn, self.sampling.model_copy(update=overrides)))
+            candidates = [self.candidate(problem, s) for samples in out for s in samples]
+            for c, d in zip(candidates, drawn, strict=True):
+                c.info["perturbation"] = d.record
         await self.score(problem, candidates)
         return candidates
 
@@ -125,6 +138,25 @@ class StrategyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n: int = Field(8, ge=1, description="number of samples (the generation budget)")
+
+
+class SamplingStrategyConfig(StrategyConfig):
+    """Options of the "sample n, then select" strategies: `perturb` draws each sample from its own
+    perturbed prompt (DivSampling, docs/perturb.md)."""
+
+    perturb: str | None = Field(None, description="prompt perturbation per sample (docs/perturb.md): "
+                                f"{', '.join(perturb_mod.PERTURBERS)}, several joined by '+', or "
+                                f"{perturb_mod.MIX}; none by default")
+
+    @field_validator("perturb")
+    @classmethod
+    def _known_perturbers(cls, spec: str | None) -> str | None:
+        if spec is not None:
+            try:
+                perturb_mod.parse_spec(spec)
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
+        return spec
 
 
 class Strategy(ABC):
