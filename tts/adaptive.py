@@ -8,8 +8,8 @@ strategy would have made on those samples in that order.
   probability that the leading answer is the majority reaches a threshold (0.95). `beta`: with the top
   two counts a >= b, P(p > 1/2) for p ~ Beta(a + 1, b + 1) (the reference integrates x^a (1-x)^b over
   [1/2, 1]); `dirichlet`: P(the leader has the largest share) under Dirichlet(counts + 1) over the five
-  most common answers, by Monte Carlo (the reference integrates numerically; three or fewer answers
-  fall back to `beta`, as there).
+  most common answers, by Monte Carlo with a fixed seed (the reference integrates by unseeded Monte
+  Carlo over nested limits; fewer than three distinct answers fall back to `beta`, as there).
 * Early stopping on confidence (Self-Calibration, Huang et al. 2025): stop at the first sample whose
   confidence reaches tau.
 * DeepConf's consensus (Fu et al. 2025): stop once the confidence-weighted vote share of the leading
