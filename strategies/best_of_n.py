@@ -11,7 +11,7 @@ most probable path). confidence = the chosen candidate's score (None without a s
 from __future__ import annotations
 
 from tts import selection
-from tts.strategy import Strategy, StrategyContext
+from tts.strategy import SamplingStrategyConfig, Strategy, StrategyContext
 from tts.types import Problem, Result
 
 
@@ -19,9 +19,11 @@ class BestOfN(Strategy):
     name = "best-of-n"
     description = ("n samples; answer = highest scorer score, ties by mean log-prob "
                    "(no verifier: perplexity)")
+    Config = SamplingStrategyConfig
+    config: SamplingStrategyConfig
 
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
-        candidates = await ctx.sample_candidates(problem, self.config.n, logprobs=True)
+        candidates = await ctx.sample_candidates(problem, self.config.n, perturb=self.config.perturb, logprobs=True)
         scores = [selection.verdict_score(c.verdicts) for c in candidates]
         pick = selection.best_of_n(scores, [c.mean_logprob for c in candidates])
         return ctx.finish_choice(problem, self.name, candidates, pick, scores=scores,

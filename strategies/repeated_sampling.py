@@ -10,16 +10,18 @@ first sample: with a perfect scorer, coverage is accuracy. confidence = the shar
 from __future__ import annotations
 
 from tts import selection
-from tts.strategy import Strategy, StrategyContext
+from tts.strategy import SamplingStrategyConfig, Strategy, StrategyContext
 from tts.types import Problem, Result
 
 
 class RepeatedSampling(Strategy):
     name = "repeated-sampling"
     description = "n independent samples; answer = first one the scorers pass, else the first"
+    Config = SamplingStrategyConfig
+    config: SamplingStrategyConfig
 
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
-        candidates = await ctx.sample_candidates(problem, self.config.n)
+        candidates = await ctx.sample_candidates(problem, self.config.n, perturb=self.config.perturb)
         flags = [c.selection_passed for c in candidates]
         passing = sum(1 for f in flags if f)
         pick = selection.first_passing(flags)

@@ -13,11 +13,11 @@ from __future__ import annotations
 from pydantic import Field
 
 from tts import selection
-from tts.strategy import Strategy, StrategyConfig, StrategyContext
+from tts.strategy import SamplingStrategyConfig, Strategy, StrategyContext
 from tts.types import Problem, Result
 
 
-class RPCConfig(StrategyConfig):
+class RPCConfig(SamplingStrategyConfig):
     min_paths: int = Field(selection.MIN_PATHS_TO_PRUNE, ge=1,
                            description="fewest paths with a log-prob for which pruning is attempted "
                                        "(fewer: no pruning)")
@@ -30,7 +30,7 @@ class RPC(Strategy):
     config: RPCConfig
 
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
-        candidates = await ctx.sample_candidates(problem, self.config.n, logprobs=True)
+        candidates = await ctx.sample_candidates(problem, self.config.n, perturb=self.config.perturb, logprobs=True)
         groups = selection.Groups.of_answers([c.answer for c in candidates], ctx.answers.equivalent)
         pick = selection.rpc(groups, [c.mean_logprob for c in candidates], texts=[c.text for c in candidates],
                              min_paths=self.config.min_paths)

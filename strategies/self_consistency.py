@@ -11,15 +11,18 @@ Confidence = winning group's size / n (all samples, invalid ones included).
 from __future__ import annotations
 
 from tts import selection
-from tts.strategy import Strategy, StrategyContext
+from tts.strategy import SamplingStrategyConfig, Strategy, StrategyContext
 from tts.types import Problem, Result
 
 
 class SelfConsistency(Strategy):
     name = "self-consistency"
     description = "n samples, answers grouped by equivalence, majority vote (confidence = winning share)"
+    Config = SamplingStrategyConfig
+    config: SamplingStrategyConfig
 
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
-        candidates = await ctx.sample_candidates(problem, self.config.n)  # verdicts recorded; the vote ignores them
+        # verdicts recorded; the vote ignores them
+        candidates = await ctx.sample_candidates(problem, self.config.n, perturb=self.config.perturb)
         groups = selection.Groups.of_answers([c.answer for c in candidates], ctx.answers.equivalent)
         return ctx.finish_choice(problem, self.name, candidates, selection.majority(groups), groups)

@@ -15,13 +15,15 @@ from __future__ import annotations
 from tts import selection
 from tts.errors import UserError
 from tts.scorer import Scorer
-from tts.strategy import Strategy, StrategyContext
+from tts.strategy import SamplingStrategyConfig, Strategy, StrategyContext
 from tts.types import Problem, Result
 
 
 class WeightedVote(Strategy):
     name = "weighted-vote"
     description = "n samples; answers grouped by equivalence; the group with the largest sum of scorer scores wins"
+    Config = SamplingStrategyConfig
+    config: SamplingStrategyConfig
 
     def check_scorers(self, scorers: list[Scorer]) -> None:
         if not scorers:
@@ -30,7 +32,7 @@ class WeightedVote(Strategy):
 
     async def run(self, problem: Problem, ctx: StrategyContext) -> Result:
         self.check_scorers(ctx.scorers)
-        candidates = await ctx.sample_candidates(problem, self.config.n)
+        candidates = await ctx.sample_candidates(problem, self.config.n, perturb=self.config.perturb)
         scores = [selection.verdict_score(c.verdicts) for c in candidates]
         groups = selection.Groups.of_answers([c.answer for c in candidates], ctx.answers.equivalent)
         return ctx.finish_choice(problem, self.name, candidates, selection.weighted_vote(groups, scores), groups,
