@@ -351,6 +351,8 @@ BAD_INPUTS: list[Row] = [
     Row("report-no-such-folder", ["report", "/no/such/run"], "folder not found"),
     Row("report-scaling-json-corrupt", ["report", "{tmp}"], "scaling.json is not a scaling study",
         write("scaling.json", '{"studies": [1]}')),
+    Row("perturb-unknown-perturber", fast("-o", "perturb=nonsense"),
+        "bad options for strategy 'self-consistency': perturb: Value error, unknown perturber 'nonsense'; valid: role"),
 ]
 
 # Options that take a value but need no row of their own, with the reason.
