@@ -4,6 +4,7 @@ one engine call for the samples, model-written hints and rephrasings counted and
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -89,8 +90,11 @@ def test_prefix_is_nonsense_words_within_the_documented_bounds():
         assert all(perturb.PREFIX_LETTERS[0] <= len(w) <= perturb.PREFIX_LETTERS[1] for w in words)
 
 
-def test_lists_have_twelve_distinct_entries():
+def test_lists_have_twelve_distinct_entries_each_shown_in_the_docs():
     assert len(set(perturb.ROLES)) == 12 and len(set(perturb.INSTRUCTIONS)) == 12
+    page = (Path(__file__).parents[1] / "docs" / "perturb.md").read_text()
+    for i, text in [*enumerate(perturb.ROLES, 1), *enumerate(perturb.INSTRUCTIONS, 1)]:
+        assert f"\n{i}. {text}\n" in page  # docs/perturb.md lists the exact texts
 
 
 # ================================================================================================ prompts
