@@ -31,7 +31,10 @@ MORE_BASES = {"tts.selectors": "tts.study.selectors:StudySelector", "tts.scorers
 # Small values for options a strategy may declare (applied only where declared), so every strategy runs
 # in well under a second on the scripted backend.
 SMALL = {"n": 4, "batch_size": 2, "beams": 2, "candidates": 2, "max_steps": 2, "clusters": 2, "final_clusters": 2,
-         "min_paths": 2, "step_max_tokens": 32, "rollout_max_tokens": 32, "final_max_tokens": 32}
+         "min_paths": 2, "step_max_tokens": 32, "rollout_max_tokens": 32, "final_max_tokens": 32,
+         # mixture: two configurations drawing n = 4 between them
+         "mixture": {"components": [{"label": "hot", "n": 2, "temperature": 1.0},
+                                    {"label": "cold", "n": 2, "temperature": 0.3}]}}
 
 
 def _entry_points():
