@@ -254,6 +254,13 @@ def sample(text: str, finish: str = "stop") -> Sample:
     # garbage
     ("hint", "", "stop", ("", "empty output")),
     ("rephrase", "?!", "stop", ("", "no letters or digits")),
+    # a text that gives the answer away would anchor every sample to it
+    ("hint", "Add them: the answer is 7.", "stop", ("", "states a final answer")),
+    ("hint", "It is \\boxed{7}", "stop", ("", "states a final answer")),
+    ("rephrase", "Tom has 3 and buys 4. The final answer is 7.", "stop", ("", "states a final answer")),
+    # ... but asking for the answer is fine
+    ("rephrase", "How many apples is the answer to find?", "stop",
+     (perturb.REPHRASE_LABEL + "How many apples is the answer to find?", None)),
 ])
 def test_parse_generated(name, text, finish, expected):
     assert perturb.parse_generated(name, sample(text, finish)) == expected

@@ -9,8 +9,8 @@ instruction survive every perturbation.
   gives the same perturbations; no model call.
 - Task-specific (`hint`, `rephrase`): the model writes them. One generation request per kind and problem
   asks for k texts with n = k (k = the samples that need one), through the caller's `generate`, so their
-  tokens count in the problem's usage. Unusable output (empty, no letters or digits, cut off) leaves that
-  sample's prompt unperturbed by that kind, and the record says why.
+  tokens count in the problem's usage. Unusable output (empty, no letters or digits, cut off, stating a
+  final answer) leaves that sample's prompt unperturbed by that kind, and the record says why.
 
 A spec names one perturber, several joined by '+' (each sample gets all of them), or `mix` (each sample
 gets one perturber picked at random).
@@ -77,6 +77,8 @@ MAX_TOKENS = {"hint": 128, "rephrase": 320}  # caps on the generated texts (also
 # A label the model may put before its text ("Hint:", "**Rephrased problem:**"), dropped when parsing.
 _LABEL = re.compile(r"^\W*(?:hint|idea|(?:rephrased|rewritten|restated)(?: problem| question)?|rephrasing)"
                     r"\W*?:[\s*_]*", re.IGNORECASE)
+# A text that states a final answer would pull every sample towards that one (possibly wrong) answer.
+_ANSWER = re.compile(r"\\boxed\{|\bthe (?:final )?answer is\b", re.IGNORECASE)
 # A plain-rendered chat (no template) can run on into a new turn: cut there.
 _NEW_TURN = re.compile(r"\n\s*(?:User|Assistant|System):", re.IGNORECASE)
 
@@ -165,6 +167,8 @@ def parse_generated(name: str, sample: Sample) -> tuple[str, str | None]:
         return "", "empty output"
     if not any(ch.isalnum() for ch in text):
         return "", "no letters or digits"
+    if _ANSWER.search(text):
+        return "", "states a final answer"
     return (HINT_LABEL if name == "hint" else REPHRASE_LABEL) + text, None
 
 
