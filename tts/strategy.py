@@ -11,16 +11,18 @@ import asyncio
 import random
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tts import perturb as perturb_mod
-from tts.backends.base import Backend
+from tts.backends.base import ABORTED, Backend, Watcher
 from tts.errors import UserError
 from tts.scorer import Scorer, ScoringContext, as_scorer
 from tts.selection import ChoiceInfo, GroupInfo, Groups, Selection
+from tts.stepwise import with_request_seeds
 from tts.task import AnswerSpace
 from tts.types import Candidate, GenerationRequest, Problem, Result, Sample, SamplingConfig, Usage
 from tts.verifier import Verifier
@@ -74,6 +76,29 @@ class StrategyContext:
             candidates = [self.candidate(problem, s) for samples in out for s in samples]
             for c, d in zip(candidates, drawn, strict=True):
                 c.info["perturbation"] = d.record
+        await self.score(problem, candidates)
+        return candidates
+
+    async def sample_watched(self, problem: Problem, watchers: Sequence[Watcher], **overrides: Any) -> list[Candidate]:
+        """One sample per watcher, each stopped as soon as its watcher says so (`Backend.generate_watched`).
+
+        One request with n = 1 per watcher, all in one engine call (a seeded request gets its own seed from
+        `self.rng`); tokens counted like `generate`, aborted ones included. Candidates are scored like
+        `sample_candidates`; a stopped one is still returned, with info["aborted"] = True.
+        """
+        if "top_logprobs" not in overrides and self.wants_top_logprobs > self.sampling.top_logprobs:
+            overrides["top_logprobs"] = self.wants_top_logprobs
+        cfg = self.sampling.model_copy(update={**overrides, "n": 1})
+        requests = with_request_seeds([GenerationRequest(prompt=problem.prompt, sampling=cfg) for _ in watchers],
+                                      self.rng)
+        samples = await self.backend.generate_watched(requests, list(watchers))
+        self.usage.backend_calls += 1
+        for sample in samples:
+            self.usage.add_request([sample], self.backend.parameter_count)
+        candidates = [self.candidate(problem, s) for s in samples]
+        for c, s in zip(candidates, samples, strict=True):
+            if s.finish_reason == ABORTED:
+                c.info["aborted"] = True
         await self.score(problem, candidates)
         return candidates
 

@@ -73,6 +73,9 @@ class Sample(BaseModel):
     top_logprobs: list[dict[str, float]] | None = Field(
         None, description="when asked (SamplingConfig.top_logprobs = k): for each generated token, the k most "
         "likely tokens (their text) and log-probabilities, most likely first")
+    tokens: list[str] | None = Field(
+        None, description="the sampled tokens' texts, where the backend reports them (an OpenAI-compatible server "
+        "with logprobs); lets a watched sample generated whole be cut at a token (Backend.generate_watched)")
 
     @property
     def mean_logprob(self) -> float | None:

@@ -8,6 +8,13 @@ Two promises every backend keeps, whatever engine or server is behind it:
   `IncompleteGeneration`, so a problem never goes on with (and is never saved with) part of its budget.
 * `served_identity` says what was really served (model id, weights, engine version), so a run folder
   is never resumed against another model that happens to answer on the same address.
+
+Watched generation (`generate_watched`) lets a strategy stop a sample while it is being generated: a
+`Watcher` sees the DeepConf token confidences of the new tokens as they come and says when to stop (the
+`deepconf` strategy's online mode, docs/algorithms/deepconf.md). An engine that can abort a running
+request (vLLM in-process, the scripted backend) stops there and returns only the tokens generated; the
+default, for a backend that cannot (an HTTP server answering a non-streamed request), generates the whole
+sample, replays the watcher on it and cuts the sample at the stop, but counts every token it was paid for.
 """
 
 from __future__ import annotations
@@ -16,12 +23,14 @@ import functools
 import hashlib
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from tts.confidence import token_confidence
 from tts.errors import BackendError
 from tts.types import GenerationRequest, Sample
 
@@ -29,6 +38,10 @@ log = logging.getLogger(__name__)
 
 # How many times a short answer (fewer samples than requested) is topped up before the call fails.
 TOP_UPS = 2
+# finish_reason of a watched sample its watcher stopped before the end.
+ABORTED = "abort"
+# stop_reason of a watched sample generated whole and cut afterwards (its token_count counts every token).
+WATCH_REPLAYED = "watch-replayed"
 
 
 class IncompleteGeneration(BackendError):
@@ -87,6 +100,16 @@ class BackendOptions(BaseModel):
     outside_identity: ClassVar[frozenset[str]] = frozenset()
 
 
+class Watcher(ABC):
+    """Watches one sample while it is generated and says when to stop it (`Backend.generate_watched`)."""
+
+    @abstractmethod
+    def observe(self, confidences: Sequence[float]) -> bool:
+        """The DeepConf token confidences (`tts.confidence.token_confidence` of the top-k log-probabilities)
+        of the newest tokens, in order; True: stop the sample now. Called once per engine step (or token),
+        on the engine's thread for an in-process engine, so it must be quick and touch only its own state."""
+
+
 class Backend(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
@@ -112,6 +135,20 @@ class Backend(ABC):
         fewer samples than asked; the base class then asks again for the rest (see the module docstring).
         """
 
+    async def generate_watched(self, requests: list[GenerationRequest], watchers: list[Watcher]) -> list[Sample]:
+        """One sample per request (n = 1, top_logprobs >= 1), each stopped early once its watcher says so.
+
+        A stopped sample has finish_reason "abort" and only the tokens generated up to the stop. This
+        default is for a backend that cannot abort a request (an HTTP server's non-streamed answer): the
+        samples are generated whole, each watcher is replayed on its sample one token at a time, and a
+        stopped sample is cut there (text, log-probabilities) but keeps token_count = every token
+        generated, since they were paid for, with stop_reason "watch-replayed". Its text is cut only where
+        the backend reported the sampled tokens' texts (`Sample.tokens`); otherwise it stays whole.
+        """
+        check_watched(requests, watchers)
+        out = await self.generate(requests)
+        return [replay_watcher(samples[0], watcher) for samples, watcher in zip(out, watchers)]
+
     async def served_identity(self) -> dict[str, Any]:
         """What is really being served, as flat JSON-able fields (model id, weights fingerprint, engine
         version...). Stored in a run's config.json; resuming the run against a backend whose identity
@@ -124,6 +161,60 @@ class Backend(ABC):
     def info(self) -> dict[str, Any]:
         """What a run's config.json records about this backend."""
         return {"backend": self.name, "model": self.model}
+
+
+def check_watched(requests: list[GenerationRequest], watchers: list[Watcher]) -> None:
+    """Refuse watched requests the contract does not cover (a programming error of the caller)."""
+    if len(requests) != len(watchers):
+        raise ValueError(f"generate_watched got {len(requests)} requests and {len(watchers)} watchers; "
+                         "give one watcher per request")
+    for req in requests:
+        if req.sampling.n != 1 or req.sampling.top_logprobs < 1:
+            raise ValueError("generate_watched needs n = 1 and top_logprobs >= 1 in every request (got "
+                             f"n = {req.sampling.n}, top_logprobs = {req.sampling.top_logprobs}): the watcher "
+                             "reads each token's top-k log-probabilities")
+
+
+def sample_confidences(sample: Sample) -> list[float]:
+    """The token confidences of a sample drawn with top log-probabilities (BackendError without them)."""
+    if not sample.top_logprobs:
+        if sample.token_count == 0:
+            return []
+        raise BackendError("a watched sample came back without top log-probabilities")
+    return [token_confidence(top) for top in sample.top_logprobs]
+
+
+def cut_sample(sample: Sample, tokens: int, text: str, **update: Any) -> Sample:
+    """The sample's first `tokens` tokens: the given text, the log-probabilities of those tokens only."""
+    lps = sample.token_logprobs[:tokens] if sample.token_logprobs is not None else None
+    fields: dict[str, Any] = dict(
+        text=text, token_count=tokens, token_logprobs=lps,
+        logprob_sum=sum(lps) if lps is not None else None,
+        top_logprobs=sample.top_logprobs[:tokens] if sample.top_logprobs is not None else None,
+        tokens=sample.tokens[:tokens] if sample.tokens is not None else None,
+        finish_reason=ABORTED, stop_reason=None)
+    fields.update(update)
+    return sample.model_copy(update=fields)
+
+
+def replay_watcher(sample: Sample, watcher: Watcher) -> Sample:
+    """The default `generate_watched` on one finished sample: feed the watcher one token at a time; if it
+    stops before the last token, cut the sample there but keep token_count (every token was generated)."""
+    confidences = sample_confidences(sample)
+    for i, c in enumerate(confidences, start=1):
+        if watcher.observe([c]):
+            if i == len(confidences):  # stopped on the last token: the sample is whole anyway
+                return sample
+            if sample.tokens is not None and len(sample.tokens) == len(confidences):
+                text = "".join(sample.tokens[:i])
+            else:
+                log.warning("a watched sample was stopped after %d of %d tokens, but the backend did not say "
+                            "which tokens it sampled: its text is left whole", i, len(confidences))
+                text = sample.text
+            # token_count: every token generated (paid for); no logprob_sum, whose mean would mix the two counts
+            return cut_sample(sample, i, text, token_count=sample.token_count, logprob_sum=None,
+                              stop_reason=WATCH_REPLAYED)
+    return sample
 
 
 def _exactly_n(impl: Any) -> Any:

@@ -7,6 +7,9 @@ while the model gets the other and halves throughput (docs/cpu-engine.md). Here 
 requests on a queue; before each `step()` the thread adds every queued request, so the requests of
 all problems in flight share the engine's batches (continuous batching). A cancelled caller frees
 its engine slots; a request the engine refuses fails alone; an engine that dies fails every waiter.
+
+A request submitted with a `Stream` (vLLM's DELTA outputs) is fed every step's output on this thread;
+when the stream says stop, the request is aborted in the engine and its caller gets what was generated.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tts.backends.base import EngineStats
 from tts.errors import BackendError
@@ -65,11 +68,22 @@ def engine_arguments(model: str, *, on_gpu: bool, dtype: str | None, max_model_l
     return kwargs
 
 
+class Stream(Protocol):
+    """Consumes one request's outputs step by step (submitted with output_kind DELTA), on the engine thread."""
+
+    def feed(self, output: Any) -> bool:
+        """Take one step's output; True: abort the request now (ignored once the output is finished)."""
+
+    def result(self) -> Any:
+        """What the caller gets, once the request finished or was stopped."""
+
+
 @dataclass
 class _Pending:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     convert: Callable[[Any], Any]  # the engine's finished output -> what the caller gets (runs on the thread)
+    stream: Stream | None = None  # a watched request: fed every step's output instead
 
 
 @dataclass
@@ -103,14 +117,15 @@ class EngineThread:
         if self.closed or self.error is not None:
             raise BackendError(f"{what} is not running ({self.error or 'closed'})")
 
-    def submit(self, prompt_ids: list[int], params: Any, convert: Callable[[Any], Any] = lambda out: out
-               ) -> asyncio.Future:
-        """Queue one request; the future gets `convert(output)` once the engine finishes it."""
+    def submit(self, prompt_ids: list[int], params: Any, convert: Callable[[Any], Any] = lambda out: out,
+               stream: Stream | None = None) -> asyncio.Future:
+        """Queue one request; the future gets `convert(output)` once the engine finishes it, or, with a
+        `stream` (params with output_kind DELTA), `stream.result()` once it finishes or the stream stops it."""
         loop = asyncio.get_running_loop()
         rid = str(next(self._ids))
         future = loop.create_future()
         future.add_done_callback(functools.partial(self._free_if_cancelled, rid))
-        self._queue.put(_Add(rid, list(prompt_ids), params, _Pending(future, loop, convert)))
+        self._queue.put(_Add(rid, list(prompt_ids), params, _Pending(future, loop, convert, stream)))
         return future
 
     def _free_if_cancelled(self, rid: str, future: asyncio.Future) -> None:
@@ -179,6 +194,10 @@ class EngineThread:
                 _fail_all(waiting, BackendError(f"vLLM engine died: {exc!r}"))
                 return
             for out in outputs:
+                streamed = waiting.get(out.request_id)
+                if streamed is not None and streamed.stream is not None:
+                    _feed(engine, waiting, out, streamed.stream)
+                    continue
                 if not out.finished:
                     continue
                 pending = waiting.pop(out.request_id, None)
@@ -190,6 +209,27 @@ class EngineThread:
                     pending.loop.call_soon_threadsafe(_reject, pending.future, BackendError(repr(exc)))
                     continue
                 pending.loop.call_soon_threadsafe(_resolve, pending.future, value)
+
+
+def _feed(engine: Any, waiting: dict[str, _Pending], out: Any, stream: Stream) -> None:
+    """One step's output of a streamed request: resolve it when finished, abort it when the stream stops it.
+    A stream that fails (a watcher's error, an unreadable output) fails its request, which is aborted."""
+    rid = out.request_id
+    try:
+        stop = stream.feed(out)
+        if not (out.finished or stop):
+            return
+        value = stream.result()
+    except Exception as exc:  # noqa: BLE001 - fails this request alone
+        pending = waiting.pop(rid)
+        if not out.finished:
+            engine.abort_request([rid])
+        pending.loop.call_soon_threadsafe(_reject, pending.future, BackendError(repr(exc)))
+        return
+    pending = waiting.pop(rid)
+    if not out.finished:
+        engine.abort_request([rid])
+    pending.loop.call_soon_threadsafe(_resolve, pending.future, value)
 
 
 def _fail_all(waiting: dict[str, _Pending], exc: BaseException) -> None:

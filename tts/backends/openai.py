@@ -305,12 +305,15 @@ class OpenAIBackend(Backend):
         for choice in choices:
             token_lps: list[float] | None = None
             top: list[dict[str, float]] | None = None
+            tokens: list[str] | None = None
             lp = choice.get("logprobs")
             if want_logprobs and lp:
                 if chat:
                     token_lps = [float(t["logprob"]) for t in lp.get("content") or []]
+                    tokens = [str(t.get("token", "")) for t in lp.get("content") or []]
                 else:
                     token_lps = [float(x) for x in lp.get("token_logprobs") or [] if x is not None]
+                    tokens = [str(t) for t in lp["tokens"]] if isinstance(lp.get("tokens"), list) else None
             if top_k and lp:
                 if chat:
                     top = [_top_k({e["token"]: e["logprob"] for e in t.get("top_logprobs") or []}, top_k)
@@ -331,6 +334,7 @@ class OpenAIBackend(Backend):
                     logprob_sum=sum(token_lps) if token_lps is not None else None,
                     token_logprobs=token_lps,
                     top_logprobs=top,
+                    tokens=tokens if tokens is not None and len(tokens) == len(token_lps or []) else None,
                     finish_reason=choice.get("finish_reason"),
                     stop_reason=choice.get("stop_reason"),
                     prompt_tokens=prompt_tokens,

@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 
 from pydantic import Field
 
-from tts.backends.base import Backend, BackendOptions
+from tts.backends.base import Backend, BackendOptions, Watcher, check_watched, cut_sample, sample_confidences
 from tts.backends.render import prompt_text
+from tts.errors import UserError
 from tts.types import GenerationRequest, Sample
 
 # A script maps (prompt text, index of this sample among all samples drawn for that prompt) to a completion,
@@ -39,8 +40,6 @@ class ScriptedBackend(Backend):
 
     def __init__(self, script: Script | None = None, model: str = "scripted", delay: float = 0.0):
         if script is None or isinstance(script, str):
-            from tts.errors import UserError
-
             raise UserError("the scripted backend is for tests: build ScriptedBackend(script) in Python")
         self.script = script
         self.model = model
@@ -69,43 +68,64 @@ class ScriptedBackend(Backend):
         out = []
         for req in requests:
             text = prompt_text(req.prompt, req.continuation)
-            samples = []
-            for _ in range(req.sampling.n):
-                completion = self._complete(text, self._drawn[text])
-                self._drawn[text] += 1
-                if isinstance(completion, Sample):
-                    update = {} if completion.prompt_tokens else {"prompt_tokens": len(text.split())}
-                    samples.append(completion.model_copy(update=update))
-                    continue
-                if isinstance(completion, tuple):
-                    body, mean_lp = completion
-                else:
-                    body, mean_lp = completion, _default_logprob(completion)
-                # Like vLLM: the earliest stop string (searched after min_tokens words) ends the text,
-                # is left out of it, and is reported as the stop reason.
-                skip = len(" ".join(body.split(" ")[: req.sampling.min_tokens])) if req.sampling.min_tokens else 0
-                hits = [(body.index(s, skip), s) for s in req.sampling.stop if s in body[skip:]]
-                stop_reason = None
-                if hits:
-                    at, stop_reason = min(hits)
-                    body = body[:at]
-                words = body.split()[: req.sampling.max_tokens]
-                count = max(len(words), 1)
-                samples.append(
-                    Sample(
-                        text=body,
-                        token_count=count,
-                        logprob_sum=mean_lp * count,
-                        token_logprobs=[mean_lp] * count if req.sampling.logprobs or req.sampling.top_logprobs
-                        else None,
-                        top_logprobs=_scripted_top(words or [""], mean_lp, req.sampling.top_logprobs),
-                        finish_reason="stop",
-                        stop_reason=stop_reason,
-                        prompt_tokens=len(text.split()),
-                    )
-                )
-            out.append(samples)
+            out.append([self._draw(req, text) for _ in range(req.sampling.n)])
         return out
+
+    async def generate_watched(self, requests: list[GenerationRequest], watchers: list[Watcher]) -> list[Sample]:
+        """Like an engine that aborts: the scripted sample's words go to its watcher one at a time, and a stop
+        keeps only the words up to it (text, token_count, log-probabilities); the call is in `calls`.
+
+        A scripted `Sample` needs one whitespace-separated word of text per top_logprobs position."""
+        check_watched(requests, watchers)
+        self.calls.append(list(requests))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        out = []
+        for req, watcher in zip(requests, watchers):
+            sample = self._draw(req, prompt_text(req.prompt, req.continuation))
+            confidences = sample_confidences(sample)
+            words = sample.text.split() or [""]
+            if len(words) < len(confidences):
+                raise UserError(f"scripted sample {sample.text[:40]!r} has {len(words)} words for "
+                                f"{len(confidences)} top_logprobs positions; a watched one needs a word per token")
+            for i, c in enumerate(confidences, start=1):
+                if watcher.observe([c]) and i < len(confidences):
+                    sample = cut_sample(sample, i, " ".join(words[:i]))
+                    break
+            out.append(sample)
+        return out
+
+    def _draw(self, req: GenerationRequest, text: str) -> Sample:
+        """The next scripted completion of this prompt as a Sample."""
+        completion = self._complete(text, self._drawn[text])
+        self._drawn[text] += 1
+        if isinstance(completion, Sample):
+            update = {} if completion.prompt_tokens else {"prompt_tokens": len(text.split())}
+            return completion.model_copy(update=update)
+        if isinstance(completion, tuple):
+            body, mean_lp = completion
+        else:
+            body, mean_lp = completion, _default_logprob(completion)
+        # Like vLLM: the earliest stop string (searched after min_tokens words) ends the text,
+        # is left out of it, and is reported as the stop reason.
+        skip = len(" ".join(body.split(" ")[: req.sampling.min_tokens])) if req.sampling.min_tokens else 0
+        hits = [(body.index(s, skip), s) for s in req.sampling.stop if s in body[skip:]]
+        stop_reason = None
+        if hits:
+            at, stop_reason = min(hits)
+            body = body[:at]
+        words = body.split()[: req.sampling.max_tokens]
+        count = max(len(words), 1)
+        return Sample(
+            text=body,
+            token_count=count,
+            logprob_sum=mean_lp * count,
+            token_logprobs=[mean_lp] * count if req.sampling.logprobs or req.sampling.top_logprobs else None,
+            top_logprobs=_scripted_top(words or [""], mean_lp, req.sampling.top_logprobs),
+            finish_reason="stop",
+            stop_reason=stop_reason,
+            prompt_tokens=len(text.split()),
+        )
 
 
 def _scripted_top(words: list[str], mean_lp: float, k: int) -> list[dict[str, float]] | None:

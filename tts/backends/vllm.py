@@ -5,6 +5,12 @@ requests from hundreds of coroutines share one batch; on CPU it runs in-process
 (`VLLM_ENABLE_V1_MULTIPROCESSING=0`: vLLM's `AsyncLLM` would put the engine core in a second process and
 halve throughput on 2 cores, docs/cpu-engine.md). The same code serves the GPU build (there
 multiprocessing stays on).
+
+Plain requests come back once, whole (`RequestOutputKind.FINAL_ONLY`). Watched requests
+(`generate_watched`) ask for `RequestOutputKind.DELTA`: every step's output holds only that step's new
+token ids, text and log-probabilities, which a `DeltaAccumulator` adds up on the engine thread while its
+watcher reads the new tokens' confidences; when the watcher says stop the request is aborted in the engine
+and the caller gets the tokens generated so far.
 """
 
 from __future__ import annotations
@@ -12,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import Field
 
-from tts.backends.base import Backend, BackendOptions, EngineStats
+from tts.backends.base import ABORTED, Backend, BackendOptions, EngineStats, Watcher, check_watched
 from tts.backends.engine_thread import (  # noqa: F401 - has_cuda, configure_cpu_environment re-exported
     EngineThread,
     configure_cpu_environment,
@@ -24,6 +31,7 @@ from tts.backends.engine_thread import (  # noqa: F401 - has_cuda, configure_cpu
     has_cuda,
 )
 from tts.backends.render import render_prompt
+from tts.confidence import token_confidence
 from tts.errors import BackendError, UserError
 from tts.types import GenerationRequest, Sample, SamplingConfig
 
@@ -115,7 +123,8 @@ class VLLMBackend(Backend):
         return samples
 
     # ---- caller side ---------------------------------------------------------------------
-    def _params(self, cfg: SamplingConfig) -> Any:
+    def _params(self, cfg: SamplingConfig, delta: bool = False) -> Any:
+        """vLLM's SamplingParams; `delta`: stream each step's new tokens (watched requests)."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -128,7 +137,8 @@ class VLLMBackend(Backend):
             min_tokens=cfg.min_tokens,
             # k: the k most likely tokens (and the sampled one); 0: only the sampled token's logprob
             logprobs=cfg.top_logprobs or (0 if cfg.logprobs else None),
-            output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request, with all n samples
+            # one output per request, with all n samples; or (watched) one per step with its new tokens
+            output_kind=RequestOutputKind.DELTA if delta else RequestOutputKind.FINAL_ONLY,
         )
         # A per-request seed kills vLLM's CPU engine ("CPU Generator does not use offset"); on CPU the
         # engine is seeded once at start instead (docs/cpu-engine.md). GPU engines honour per-request seeds.
@@ -139,18 +149,33 @@ class VLLMBackend(Backend):
     def render(self, request: GenerationRequest) -> str:
         return render_prompt(request.prompt, self.tokenizer, request.continuation)
 
+    def _prompt_ids(self, req: GenerationRequest) -> list[int]:
+        ids: list[int] = self.tokenizer.encode(self.render(req), add_special_tokens=isinstance(req.prompt, str))
+        limit = self.engine_kwargs["max_model_len"]
+        if len(ids) + 1 > limit:
+            raise UserError(f"prompt of {len(ids)} tokens does not fit max_model_len={limit}")
+        return ids
+
     async def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
         self._thread.check_running("vLLM backend")
         futures = []
         for req in requests:
-            text = self.render(req)
-            ids = self.tokenizer.encode(text, add_special_tokens=isinstance(req.prompt, str))
-            limit = self.engine_kwargs["max_model_len"]
-            if len(ids) + 1 > limit:
-                raise UserError(f"prompt of {len(ids)} tokens does not fit max_model_len={limit}")
+            ids = self._prompt_ids(req)
             convert = functools.partial(self._to_samples, want_logprobs=req.sampling.logprobs,
                                         top_k=req.sampling.top_logprobs)
             futures.append(self._thread.submit(ids, self._params(req.sampling), convert))
+        return list(await asyncio.gather(*futures))
+
+    async def generate_watched(self, requests: list[GenerationRequest], watchers: list[Watcher]) -> list[Sample]:
+        """Each request streamed step by step (DELTA) into its watcher; a stop aborts it in the engine."""
+        check_watched(requests, watchers)
+        self._thread.check_running("vLLM backend")
+        decode = functools.partial(self.tokenizer.decode, skip_special_tokens=True)
+        futures = []
+        for req, watcher in zip(requests, watchers):
+            ids = self._prompt_ids(req)
+            acc = DeltaAccumulator(watcher, req.sampling.top_logprobs, decode=decode)
+            futures.append(self._thread.submit(ids, self._params(req.sampling, delta=True), stream=acc))
         return list(await asyncio.gather(*futures))
 
     async def aclose(self) -> None:
@@ -201,3 +226,68 @@ def _top_k(step: dict[int, Any], k: int) -> dict[str, float]:
         token = lp.decoded_token if lp.decoded_token is not None else ""
         out.setdefault(token, float(lp.logprob))  # two ids that decode alike: keep the more likely
     return out
+
+
+class DeltaAccumulator:
+    """One watched sample built from vLLM's DELTA outputs (n = 1), fed on the engine thread.
+
+    vLLM 0.32 (v1 output processor, `RequestOutputKind.DELTA`): each `RequestOutput` of a running request
+    carries one `CompletionOutput` whose `token_ids`, `text` and `logprobs` hold only what is new since the
+    previous output (`cumulative_logprob` is the running total; `finish_reason` is set on the last one). The
+    new tokens' confidences go to the watcher; `feed` returns True when it says stop, and `result()` is then
+    the sample of every token received, finish_reason "abort". An aborted sample's text is the tokenizer's
+    decoding of its tokens when `decode` is given: the text deltas hold back the last characters that could
+    still begin a stop string until the request finishes.
+    """
+
+    def __init__(self, watcher: Watcher, top_k: int, decode: Callable[[list[int]], str] | None = None):
+        self.watcher = watcher
+        self.top_k = top_k
+        self.decode = decode
+        self.token_ids: list[int] = []
+        self.token_logprobs: list[float] = []
+        self.top: list[dict[str, float]] = []
+        self.text: list[str] = []
+        self.prompt_tokens = 0
+        self.cached_tokens = 0
+        self.finish_reason: str | None = None
+        self.stop_reason: str | int | None = None
+        self.stopped = False
+
+    def feed(self, output: Any) -> bool:
+        """Add one step's delta; True once the watcher said stop before the request finished."""
+        if len(output.outputs) != 1:
+            raise BackendError(f"a watched request (n = 1) got {len(output.outputs)} completions in one output")
+        c = output.outputs[0]
+        ids = list(c.token_ids)
+        steps = list(c.logprobs) if c.logprobs is not None else []
+        if len(steps) != len(ids):
+            raise BackendError(f"a watched request's output has {len(ids)} new tokens but {len(steps)} "
+                               "positions of log-probabilities")
+        self.prompt_tokens = len(output.prompt_token_ids or [])
+        self.cached_tokens = output.num_cached_tokens or 0
+        self.token_ids += ids
+        self.text.append(c.text)
+        self.token_logprobs += [float(step[tid].logprob) for step, tid in zip(steps, ids)]
+        top = [_top_k(step, self.top_k) for step in steps]
+        self.top += top
+        if output.finished:
+            self.finish_reason, self.stop_reason = c.finish_reason, c.stop_reason
+        if ids and not self.stopped:
+            self.stopped = bool(self.watcher.observe([token_confidence(t) for t in top]))
+        return self.stopped and not output.finished
+
+    def result(self) -> Sample:
+        aborted = self.finish_reason is None
+        text = self.decode(self.token_ids) if aborted and self.decode is not None else "".join(self.text)
+        return Sample(
+            text=text,
+            token_count=len(self.token_ids),
+            logprob_sum=sum(self.token_logprobs),
+            token_logprobs=list(self.token_logprobs),
+            top_logprobs=list(self.top),
+            finish_reason=ABORTED if aborted else self.finish_reason,
+            stop_reason=None if aborted else self.stop_reason,
+            prompt_tokens=self.prompt_tokens,
+            cached_tokens=self.cached_tokens,
+        )
