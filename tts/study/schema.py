@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from pydantic import BaseModel, Field
 
@@ -106,6 +108,34 @@ class StudySettings(BaseModel):
     min_paths: int = MIN_PATHS_TO_PRUNE
 
 
+class AdaptivePoint(BaseModel):
+    """One adaptive method replayed on random orders of the pool, against the curves at equal average spend
+    (docs/adaptive-replay.md). Accuracies are shares of problems; spend is per problem."""
+
+    name: str = Field(description="e.g. adaptive-consistency, early-stop[judge], deepconf-online")
+    method: str = Field(description="the strategy it replays")
+    options: dict[str, Any] = Field(default_factory=dict)
+    budget: int = Field(description="most samples it may draw per problem (the study's largest k)")
+    draws: int = Field(description="random orders replayed per problem")
+    accuracy: float
+    lo: float | None = Field(None, description="bootstrap 2.5% quantile over problems")
+    hi: float | None = Field(None, description="bootstrap 97.5% quantile over problems")
+    mean_samples: float
+    mean_tokens: float = Field(description="completion tokens generated, an online-stopped trace up to its stop")
+    majority_at_tokens: float | None = Field(None, description="majority vote's accuracy at mean_tokens, linear "
+                                             "between the bracketing grid ks; None outside the grid")
+    rpc_at_tokens: float | None = None
+    majority_at_samples: float | None = Field(None, description="the same at mean_samples")
+    rpc_at_samples: float | None = None
+    vs_majority: float | None = Field(None, description="accuracy - majority_at_tokens, per problem then averaged")
+    vs_majority_lo: float | None = Field(None, description="paired bootstrap 2.5% quantile of that difference")
+    vs_majority_hi: float | None = None
+    reference_samples: int = Field(description="samples majority@budget spends")
+    reference_tokens: float | None = Field(None, description="tokens majority@budget spends")
+    reference_accuracy: float | None = Field(None, description="majority@budget's accuracy")
+    saving: float | None = Field(None, description="1 - mean_tokens / reference_tokens")
+
+
 class ScalingStudy(BaseModel):
     run: str
     label: str
@@ -125,6 +155,9 @@ class ScalingStudy(BaseModel):
     per_problem: list[ProblemCoverage]
     settings: StudySettings
     timings: dict[str, float] = Field(default_factory=dict)
+    adaptive: list[AdaptivePoint] = Field(default_factory=list, description="adaptive methods replayed (empty: "
+                                          "none, or the study ran with --no-adaptive)")
+    adaptive_skipped: list[str] = Field(default_factory=list, description="why a method was not replayed")
 
     def curve(self, name: str) -> Curve | None:
         if name == "coverage":

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,10 +19,13 @@ from tts.metrics import k_grid, pass_at_k
 from tts.runs import RunFolder
 from tts.selection import MIN_PATHS_TO_PRUNE
 from tts.study.pool import ProblemPool, load_pools
-from tts.study.schema import Curve, Point, ProblemCoverage, ScalingStudy, StudySettings
+from tts.study.schema import AdaptivePoint, Curve, Point, ProblemCoverage, ScalingStudy, StudySettings
 from tts.study.selectors import SelectorContext, StudySelector, scorer_selectors, study_selectors
 from tts.study.stats import bootstrap_interval, fit_power_law, verifier_study
 from tts.study.subsets import Subsets
+
+if TYPE_CHECKING:  # adaptive_study imports this module; it is imported where used
+    from tts.study.adaptive_study import AdaptiveSettings, TraceLoader
 
 DEFAULT_DRAWS = 200
 # RPC: about this many Weibull fits per study at most (a few ms each), never fewer than MIN_RPC_FITS
@@ -104,7 +107,8 @@ def study_pools(pools: list[ProblemPool], *, run: str = "", label: str = "", tas
                 model: str | None = None, strategy: str | None = None, verifiers: Sequence[str] = (),
                 draws: int = DEFAULT_DRAWS, rpc_fits: int | None = None, seed: int = 0,
                 k_max: int | None = None, bootstrap: int = DEFAULT_BOOTSTRAP,
-                min_paths: int = MIN_PATHS_TO_PRUNE, workers: int = 1) -> ScalingStudy:
+                min_paths: int = MIN_PATHS_TO_PRUNE, workers: int = 1, adaptive: AdaptiveSettings | None = None,
+                traces: TraceLoader | None = None) -> ScalingStudy:
     """The study of already grouped pools (see tts.study's docstring for what is exact), every
     registered study selector whose data the pools carry (`tts.study.selectors.study_selectors`), then
     best-of-n and the weighted vote on each scorer's own score (`scorer_selectors`), and each scorer's
@@ -115,6 +119,9 @@ def study_pools(pools: list[ProblemPool], *, run: str = "", label: str = "", tas
     rpc_fits: most Weibull fits per problem and k (None: `auto_rpc_fits`). workers: processes for the
     selectors; results do not depend on it. One is the default: 1319 x 64 takes about 17 s on one
     core, and on 2 shared cores two workers were slower (process start-up, contention) than one.
+
+    adaptive: replay the adaptive methods with these settings (`tts.study.adaptive_study`; None: not at
+    all); traces: reads the samples' token confidences, called only if a DeepConf replay runs.
     """
     if not pools:
         raise ValueError("no problems to study")
@@ -150,6 +157,16 @@ def study_pools(pools: list[ProblemPool], *, run: str = "", label: str = "", tas
     coverage = curve("coverage", "coverage (pass@k)", cover, True)
     curves = [curve(s.name, s.label, evaluation.accuracy[s.name], evaluation.exact[s.name], s.note(timings, settings))
               for s in chosen]
+    adaptive_points: list[AdaptivePoint] = []
+    adaptive_skipped: list[str] = []
+    if adaptive is not None:
+        from tts.study.adaptive_study import adaptive_study
+
+        started = time.perf_counter()
+        adaptive_points, adaptive_skipped = adaptive_study(
+            pools, ks, curves, evaluation.accuracy, picks, draws=draws, seed=seed, settings=adaptive,
+            traces=traces, timings=timings)
+        timings["adaptive_seconds"] = time.perf_counter() - started
     return ScalingStudy(
         run=run, label=label, task=task, model=model, strategy=strategy,
         problems=len(pools), samples=int(sum(pool.n for pool in pools)),
@@ -159,7 +176,7 @@ def study_pools(pools: list[ProblemPool], *, run: str = "", label: str = "", tas
         verifier=verifier_study(pools, list(verifiers), ks, tokens),
         per_problem=[ProblemCoverage(problem_id=pool.problem_id, n=pool.n, correct=int(pool.correct.sum()),
                                      pass_at_k=cover[i].tolist()) for i, pool in enumerate(pools)],
-        settings=settings, timings=timings,
+        settings=settings, timings=timings, adaptive=adaptive_points, adaptive_skipped=adaptive_skipped,
     )
 
 
@@ -170,8 +187,10 @@ def _model_name(config: dict[str, Any]) -> str | None:
 
 def study_run(run_dir: str | Path, *, draws: int = DEFAULT_DRAWS, rpc_fits: int | None = None, seed: int = 0,
               k_max: int | None = None, bootstrap: int = DEFAULT_BOOTSTRAP, workers: int = 1,
-              equivalent: Callable[[str, str], bool] | None = None, label: str | None = None) -> ScalingStudy:
-    """The scaling study of one run folder (answers grouped with the task's equivalence unless given)."""
+              equivalent: Callable[[str, str], bool] | None = None, label: str | None = None,
+              adaptive: AdaptiveSettings | None = None) -> ScalingStudy:
+    """The scaling study of one run folder (answers grouped with the task's equivalence unless given);
+    with `adaptive`, the adaptive replays too (token traces read from the folder only for DeepConf)."""
     run = RunFolder(run_dir)
     started = time.perf_counter()
     loaded = load_pools(run, equivalent)
@@ -180,8 +199,14 @@ def study_run(run_dir: str | Path, *, draws: int = DEFAULT_DRAWS, rpc_fits: int 
                         task=str(loaded.config.get("task")), model=_model_name(loaded.config),
                         strategy=loaded.config.get("strategy"), verifiers=loaded.verifiers,
                         draws=draws, rpc_fits=rpc_fits, seed=seed, k_max=k_max, bootstrap=bootstrap,
-                        workers=workers)
+                        workers=workers, adaptive=adaptive, traces=lambda: _traces(run))
     study.timings.update(loaded.timings)
     study.timings["load_seconds"] = load_seconds
     study.timings["total_seconds"] = time.perf_counter() - started
     return study
+
+
+def _traces(run: RunFolder) -> dict[str, list[tuple[int, np.ndarray] | None]]:
+    from tts.study.adaptive_study import load_traces
+
+    return load_traces(run)
