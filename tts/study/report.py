@@ -24,6 +24,7 @@ import numpy as np
 from matplotlib.ticker import FuncFormatter
 
 from tts.errors import UserError
+from tts.study.adaptive_report import adaptive_section, draw_adaptive
 from tts.study.schema import Curve, Point, ScalingFile, ScalingStudy, ScorerQuality
 
 JSON_NAME = "scaling.json"
@@ -137,6 +138,8 @@ def _plot(data: ScalingFile, path: Path, against_tokens: bool) -> Path:
             one_run = (scorer_colors[scorers.index(own.group(2)) % len(scorer_colors)] if own
                        else colors[j % len(colors)])
             _draw_curve(ax, curve, ks * per_k, color if many else one_run, study.label, many, scorers)
+        if against_tokens:
+            draw_adaptive(ax, study, color if many else None, many)
         fit = study.power_law
         if fit is not None:
             dense = np.geomspace(1, max(study.ks), 100)
@@ -397,6 +400,7 @@ def render_markdown(data: ScalingFile) -> str:
         table = scorer_table(study)
         if table:
             out += ["### Scorer quality" if len(data.studies) > 1 else "## Scorer quality", ""] + table + [""]
+        out += adaptive_section(study, "###" if len(data.studies) > 1 else "##")
         out += ["Method notes:", ""]
         out += [f"- {n}" for n in _method_notes(study)] + [""]
     out += [(f"Data: `{JSON_NAME}` (everything, per-problem coverage included) and `{CSV_NAME}` "
