@@ -120,3 +120,24 @@ def test_lower_layers_never_import_the_api():
                                                                     "from tts import api")) for line in lines):
                 offenders.append(rel)
     assert not offenders, f"these modules import tts.api (use tts.registry): {offenders}"
+
+
+def test_a_late_strategy_option_left_unset_keeps_old_run_folders_resumable(tmp_path):
+    """`perturb` came after run folders existed: unset, it changes neither the folder name nor the identity
+    a resume compares; set, it does."""
+    from tts.cli import _run_folder_name
+    from tts.errors import UserError
+    from tts.runs import RunFolder
+
+    old = {"task": "gsm8k", "task_options": {}, "strategy": "self-consistency", "strategy_options": {"n": 4},
+           "model": None, "backend": "vllm", "sampling": {}, "seed": 0}
+    new = {**old, "strategy_options": {"n": 4, "perturb": None}}
+    assert _run_folder_name(old) == _run_folder_name(new)
+    assert _run_folder_name(old) != _run_folder_name({**old, "strategy_options": {"n": 4, "perturb": "role"}})
+    run = RunFolder(tmp_path / "run")
+    run.open(old)
+    run.release()
+    run.open(new)  # resumes
+    run.release()
+    with pytest.raises(UserError, match="differs in: strategy_options"):
+        run.open({**old, "strategy_options": {"n": 4, "perturb": "role"}})

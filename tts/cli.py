@@ -220,12 +220,15 @@ def _backend_identity(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_folder_name(config: dict[str, Any]) -> str:
-    # dtype and backend_options count only when set: runs made before they existed keep their folder name
-    identity = json.dumps({k: config[k] for k in ("task", "task_options", "strategy", "strategy_options",
-                                                    "model", "backend", "sampling", "seed")
-                           if k in config} | {k: config[k] for k in ("dtype", "backend_options", "scorers")
-                                              if config.get(k)},
-                          sort_keys=True)
+    # dtype, backend_options, scorers and late strategy options count only when set: runs made before
+    # they existed keep their folder name
+    from tts.runs import strategy_identity
+
+    keys = ("task", "task_options", "strategy", "model", "backend", "sampling", "seed")
+    named: dict[str, Any] = {k: config[k] for k in keys if k in config}
+    named["strategy_options"] = strategy_identity(config["strategy_options"])
+    named |= {k: config[k] for k in ("dtype", "backend_options", "scorers") if config.get(k)}
+    identity = json.dumps(named, sort_keys=True)
     digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
     model = Path(str(config["model"] or "default")).name.replace("/", "_")
     return f"{config['task']}-{config['strategy']}-n{config['strategy_options']['n']}-{model}-{digest}"

@@ -37,6 +37,18 @@ log = logging.getLogger(__name__)
 # (backend_options: the backend options given that change the answers; absent when there are none.)
 IDENTITY_KEYS = ("task", "task_options", "strategy", "strategy_options", "model", "backend", "sampling", "seed",
                  "dtype", "backend_options", "scorers")
+# Strategy options added after run folders existed: unset (None), they leave a run's identity (and its folder
+# name) as it was, so folders made before them still resume.
+LATE_STRATEGY_OPTIONS = ("perturb",)
+
+
+def strategy_identity(options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The strategy options that identify a run: late options count only when set."""
+    if options is None:
+        return None
+    return {k: v for k, v in options.items() if not (k in LATE_STRATEGY_OPTIONS and v is None)}
+
+
 # What the backend reported it serves (`Backend.served_identity`); compared field by field on resume.
 SERVED_KEY = "served_identity"
 LOCK_FILE = "run.lock"
@@ -339,7 +351,10 @@ class RunFolder:
         old = read_config(self.config_path)
         if old is None:
             return config
-        changed = [k for k in IDENTITY_KEYS if old.get(k) != config.get(k)]
+        def ident(cfg: dict[str, Any], key: str) -> Any:
+            return strategy_identity(cfg.get(key)) if key == "strategy_options" else cfg.get(key)
+
+        changed = [k for k in IDENTITY_KEYS if ident(old, k) != ident(config, k)]
         if changed:
             raise UserError(
                 f"{self.path} holds a different run (differs in: {', '.join(changed)}); "
