@@ -20,11 +20,11 @@ from pydantic import Field, model_validator
 
 from tts import selection
 from tts.adaptive import Prior, answer_counts, majority_probability
-from tts.strategy import Strategy, StrategyConfig, StrategyContext
+from tts.strategy import SamplingStrategyConfig, Strategy, StrategyContext
 from tts.types import Candidate, Problem, Result
 
 
-class AdaptiveConsistencyConfig(StrategyConfig):
+class AdaptiveConsistencyConfig(SamplingStrategyConfig):
     n: int = Field(16, ge=1, description="the most samples drawn (the budget; the paper allows 40)")
     threshold: float = Field(0.95, gt=0.0, le=1.0,
                              description="stop once P(the leading answer is the majority) reaches this")
@@ -55,7 +55,8 @@ class AdaptiveConsistency(Strategy):
         stopped = "budget"
         groups = selection.Groups.from_ids([])
         while len(candidates) < cfg.n:
-            candidates += await ctx.sample_candidates(problem, min(cfg.round, cfg.n - len(candidates)))
+            size = min(cfg.round, cfg.n - len(candidates))
+            candidates += await ctx.sample_candidates(problem, size, perturb=cfg.perturb)
             groups = selection.Groups.of_answers([c.answer for c in candidates], ctx.answers.equivalent)
             votes = answer_counts([g if g >= 0 else None for g in groups.ids.tolist()])
             history.append(majority_probability(votes, cfg.prior))

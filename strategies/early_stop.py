@@ -32,13 +32,13 @@ from tts import selection
 from tts.adaptive import first_confident, weighted_leader
 from tts.errors import UserError
 from tts.scorer import Scorer
-from tts.strategy import Strategy, StrategyConfig, StrategyContext
+from tts.strategy import SamplingStrategyConfig, Strategy, StrategyContext
 from tts.types import Candidate, Problem, Result
 
 Final = Literal["most-confident", "weighted-vote"]
 
 
-class EarlyStopConfig(StrategyConfig):
+class EarlyStopConfig(SamplingStrategyConfig):
     n: int = Field(16, ge=1, description="the most samples drawn (the budget; the paper's is 16)")
     scorer: str | None = Field(None, min_length=1, description="the label or name of the scorer whose verdict "
                                                              "score is the confidence (default: the only scorer)")
@@ -88,7 +88,8 @@ class EarlyStop(Strategy):
         confidences: list[float] = []
         rounds, stopped, stop_index = 0, "budget", None
         while len(candidates) < cfg.n:
-            new = await ctx.sample_candidates(problem, min(cfg.round, cfg.n - len(candidates)))
+            size = min(cfg.round, cfg.n - len(candidates))
+            new = await ctx.sample_candidates(problem, size, perturb=cfg.perturb)
             candidates += new
             confidences += [c.verdicts[reads].score for c in new]  # verdicts come in scorer order
             rounds += 1
