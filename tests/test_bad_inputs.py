@@ -123,6 +123,8 @@ def run_copy(name: str, **changes: object) -> Callable[[Path, Path], None]:
 SCALE = ["scale", "{run}", "--bootstrap", "10", "--draws", "10"]
 COMPARE = ["compare", "{run}", "--out", "{tmp}/cmp"]
 TWO_RUNS = ["compare", "{run}", "{tmp}/other", "--out", "{tmp}/cmp"]  # positionals first (argparse)
+ALLOCATE = ["allocate", "{run}", "{tmp}/hot", "--budget", "1", "--out", "{tmp}/al"]
+HOT_COPY = run_copy("hot", sampling={"temperature": 1.0, "top_p": 1.0, "max_tokens": 512})
 
 BAD_INPUTS: list[Row] = [
     # ---- the command line itself ---------------------------------------------------------------
@@ -353,6 +355,45 @@ BAD_INPUTS: list[Row] = [
         write("scaling.json", '{"studies": [1]}')),
     Row("perturb-unknown-perturber", fast("-o", "perturb=nonsense"),
         "bad options for strategy 'self-consistency': perturb: Value error, unknown perturber 'nonsense'; valid: role"),
+    # allocate: two runs, {run} and a copy sampled hotter; everything is checked before anything is written
+    Row("allocate-one-run", ["allocate", "{run}", "--budget", "1", "--out", "{tmp}/al"],
+        "allocation needs at least two runs"),
+    Row("allocate-no-such-run", ["allocate", "{run}", "/no/such/run", "--budget", "1", "--out", "{tmp}/al"],
+        "run folder not found: /no/such/run"),
+    Row("allocate-without-budget", ["allocate", "{run}", "{tmp}/hot", "--out", "{tmp}/al"],
+        "the following arguments are required: --budget", HOT_COPY),
+    Row("allocate-budget-zero", [*ALLOCATE[:3], "--budget", "0", *ALLOCATE[5:]], "argument --budget: must be at least 1",
+        HOT_COPY),
+    Row("allocate-budget-above-pool", [*ALLOCATE[:3], "--budget", "3", *ALLOCATE[5:]],
+        "--budget 3 is more than the 2 samples per problem", HOT_COPY),
+    Row("allocate-budgets-not-a-number", [*ALLOCATE, "--budgets", "1,x"], "argument --budgets: expected an integer",
+        HOT_COPY),
+    Row("allocate-budgets-above-pool", [*ALLOCATE, "--budgets", "1,4"], "--budgets 4 is more than the 2 samples",
+        HOT_COPY),
+    Row("allocate-train-fraction-one", [*ALLOCATE, "--train-fraction", "1"],
+        "argument --train-fraction: must be greater than 0 and less than 1, got '1'", HOT_COPY),
+    Row("allocate-train-fraction-not-a-number", [*ALLOCATE, "--train-fraction", "half"],
+        "argument --train-fraction: expected a number, got 'half'", HOT_COPY),
+    Row("allocate-train-fraction-empties-a-part", [*ALLOCATE, "--train-fraction", "0.1"],
+        "--train-fraction 0.1 of the 2 problems every run finished leaves no training problem", HOT_COPY),
+    Row("allocate-seed-negative", [*ALLOCATE, "--seed", "-1"], "argument --seed: must be 0 or more, got -1", HOT_COPY),
+    Row("allocate-cost-unknown", [*ALLOCATE, "--cost", "flops"], "argument --cost: invalid choice: 'flops'", HOT_COPY),
+    Row("allocate-out-is-a-file", [*ALLOCATE[:5], "--out", "{tmp}/file.txt"], "argument --out: cannot write the folder",
+        both(HOT_COPY, write("file.txt", "x"))),
+    Row("allocate-different-tasks", ALLOCATE, "runs of different tasks", run_copy("hot", task="math500")),
+    Row("allocate-not-a-pool", ALLOCATE, "is a mcts run; allocation needs pools of independent samples",
+        run_copy("hot", strategy="mcts")),
+    # the mixture strategy: its file is read and checked when the strategy is built, before any engine
+    Row("mixture-file-not-found", fast("-s", "mixture", "-o", "mixture={tmp}/nope.json"),
+        "mixture file not found: {tmp}/nope.json"),
+    Row("mixture-n-differs", fast("-s", "mixture", "-o", "mixture={tmp}/m.json"),
+        "the mixture draws 3 samples per problem (1 cold + 2 hot) but n is 2; run it with -n 3",
+        write("m.json", json.dumps({"components": [{"label": "cold", "n": 1, "temperature": 0.2},
+                                                   {"label": "hot", "n": 2, "temperature": 1.0}]}))),
+    Row("mixture-two-models", fast("-s", "mixture", "-o", "mixture={tmp}/m.json"),
+        "the mixture needs 2 models (a, b) but a run uses one backend and one model",
+        write("m.json", json.dumps({"components": [{"label": "x", "n": 1, "temperature": 0.2, "model": "a"},
+                                                   {"label": "y", "n": 1, "temperature": 1.0, "model": "b"}]}))),
 ]
 
 # Options that take a value but need no row of their own, with the reason.
