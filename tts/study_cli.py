@@ -1,4 +1,4 @@
-"""`tts scale`, `tts report` and `tts compare`: studies of stored run folders (no generation).
+"""`tts scale`, `tts report`, `tts compare` and `tts allocate`: studies of stored run folders (no generation).
 
     tts scale RUN_DIR [RUN_DIR ...] [--draws D] [--rpc-fits F] [--seed S] [--bootstrap B] [--k-max K]
               [--workers W] [--out DIR] [--no-adaptive | --ac-threshold P --early-stop-tau T --deepconf-keep PCT]
