@@ -335,3 +335,27 @@ def test_nothing_is_written_when_refused(tmp_path):
         write_allocation(quiet(runs, 9), out)
     assert not out.exists()
     assert sorted(p.name for p in runs[0].iterdir()) == ["config.json", "results.jsonl", "samples.jsonl"]
+
+
+def test_tts_eval_runs_a_mixture_file_and_records_its_components(tmp_path, capsys):
+    """Through the real command: config.json holds the components (not the path), every sample its component,
+    and a resume after the file changed is refused as another configuration."""
+    from tests.fake_openai_server import FakeOpenAIServer
+
+    path = tmp_path / "mixture.json"
+    components = [{"label": "cold", "n": 1, "temperature": 0.2}, {"label": "hot", "n": 2, "temperature": 1.0}]
+    path.write_text(json.dumps({"components": components}))
+    out = tmp_path / "run"
+    with FakeOpenAIServer(lifetime=120) as server:
+        argv = ["eval", "--task", "gsm8k", "--limit", "1", "-n", "3", "-s", "mixture", "-o", f"mixture={path}",
+                "--backend", "openai", "--base-url", server.url, "--no-progress", "--out", str(out)]
+        assert main(argv) == 0
+        config = json.loads((out / "config.json").read_text())
+        recorded = config["strategy_options"]["mixture"]["components"]
+        assert [(c["label"], c["n"], c["temperature"]) for c in recorded] == [("cold", 1, 0.2), ("hot", 2, 1.0)]
+        samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+        assert [s["info"]["component"] for s in samples] == ["cold", "hot", "hot"]
+        path.write_text(json.dumps({"components": [{**components[0], "temperature": 0.3}, components[1]]}))
+        capsys.readouterr()
+        assert main(argv) == 2
+    assert "holds a different run (differs in: strategy_options)" in capsys.readouterr().err
