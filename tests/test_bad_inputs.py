@@ -394,6 +394,17 @@ BAD_INPUTS: list[Row] = [
         "the mixture needs 2 models (a, b) but a run uses one backend and one model",
         write("m.json", json.dumps({"components": [{"label": "x", "n": 1, "temperature": 0.2, "model": "a"},
                                                    {"label": "y", "n": 1, "temperature": 1.0, "model": "b"}]}))),
+    # scale: the adaptive replays' settings
+    Row("scale-ac-threshold-zero", [*SCALE, "--ac-threshold", "0"],
+        "argument --ac-threshold: must be greater than 0 and at most 1"),
+    Row("scale-early-stop-tau-above-one", [*SCALE, "--early-stop-tau", "1.5"],
+        "argument --early-stop-tau: must be greater than 0 and at most 1"),
+    Row("scale-deepconf-keep-above-100", [*SCALE, "--deepconf-keep", "150"],
+        "argument --deepconf-keep: must be a percentage greater than 0 and at most 100"),
+    Row("scale-deepconf-keep-not-a-number", [*SCALE, "--deepconf-keep", "ten"],
+        "argument --deepconf-keep: expected a number, got 'ten'"),
+    Row("scale-adaptive-option-with-no-adaptive", [*SCALE, "--no-adaptive", "--early-stop-tau", "0.8"],
+        "--early-stop-tau set the adaptive replays, which --no-adaptive turns off"),
 ]
 
 # Options that take a value but need no row of their own, with the reason.
