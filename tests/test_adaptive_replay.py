@@ -45,25 +45,26 @@ def in_order(pool):
 
 # ================================================================================================ adaptive-consistency
 
-# (answers, batch, samples used) with the Beta prior at 0.95. P(leader is the majority) for top t and second s
-# is P(Binomial(t + s + 1, 1/2) <= t): (3,0) 0.9375, (4,0) 0.96875, (5,1) 0.9375, (6,1) 0.965, (7,2) 0.945,
-# (8,2) 0.967.
+# (answers, round, min_samples, samples used) with the Beta prior at 0.95. P(leader is the majority) for top t
+# and second s is P(Binomial(t + s + 1, 1/2) <= t): (3,0) 0.9375, (4,0) 0.96875, (5,1) 0.9375, (6,1) 0.965,
+# (7,2) 0.945, (8,2) 0.967.
 AC_CASES = [
-    (list("AAAAAAAA"), 1, 4),                 # unanimous: stops at the 4th sample, not the 3rd
-    (list("ABAAAAAA"), 1, 7),                 # one dissent: needs 6 A's against 1 B
-    (list("ABABAAAAAAAA"), 1, 10),            # two dissents: needs 8 A's against 2 B's
-    ([None, None, "A", "A", "A", "A"], 1, 6),  # no answer is no vote: 4 A's come only at the 6th
-    (list("ABABAB"), 1, 6),                   # never sure: the whole budget
-    (list("AAAAAAAA"), 4, 4),                 # rounds of 4: the first look is after 4 (4, 0)
-    (list("ABAAAAAA"), 4, 8),                 # rounds of 4: (3,1) no, (7,1) yes at the second look
-    (list("ABAAAA"), 4, 6),                   # a budget that is no multiple of the round: ends at the budget
+    (list("AAAAAAAA"), 1, 1, 4),                 # unanimous: stops at the 4th sample, not the 3rd
+    (list("ABAAAAAA"), 1, 1, 7),                 # one dissent: needs 6 A's against 1 B
+    (list("ABABAAAAAAAA"), 1, 1, 10),            # two dissents: needs 8 A's against 2 B's
+    ([None, None, "A", "A", "A", "A"], 1, 1, 6),  # no answer is no vote: 4 A's come only at the 6th
+    (list("ABABAB"), 1, 1, 6),                   # never sure: the whole budget
+    (list("AAAAAAAA"), 4, 1, 4),                 # rounds of 4: the first look is after 4 (4, 0)
+    (list("ABAAAAAA"), 4, 1, 8),                 # rounds of 4: (3,1) no, (7,1) yes at the second look
+    (list("ABAAAA"), 4, 1, 6),                   # a budget that is no multiple of the round: ends at the budget
+    (list("AAAAAAAA"), 1, 6, 6),                 # sure at 4, but min_samples 6
 ]
 
 
-@pytest.mark.parametrize("answers,batch,used", AC_CASES)
-def test_adaptive_consistency_stops_where_the_beta_rule_says(answers, batch, used):
+@pytest.mark.parametrize("answers,round_,min_samples,used", AC_CASES)
+def test_adaptive_consistency_stops_where_the_beta_rule_says(answers, round_, min_samples, used):
     pool = pool_of(answers)
-    out = AdaptiveConsistency(batch=batch).run(ReplayPool(pool), in_order(pool))
+    out = AdaptiveConsistency(round=round_, min_samples=min_samples).run(ReplayPool(pool), in_order(pool))
     assert out.samples == used
     assert out.tokens == sum(10 * (i + 1) for i in range(used))
 
@@ -103,72 +104,129 @@ def test_adaptive_consistency_matches_a_plain_loop_on_full_counts(prior):
 # ================================================================================================ early-stop
 
 
-def test_early_stop_answers_with_the_first_sample_reaching_tau():
-    # the first score >= 0.9 is the 3rd sample (exactly 0.9), whose answer B is wrong; a later 0.99 is not seen
-    pool = pool_of(list("AABA"), scores=[0.5, 0.89, 0.9, 0.99])
-    out = EarlyStop(scorer="judge").run(ReplayPool(pool), in_order(pool))
-    assert (out.samples, out.tokens, out.credit) == (3, 60.0, 0.0)
+# (answers, scores, round, samples used, credit); tokens are 10, 20, 30, ... and A is correct
+EARLY_STOP_CASES = [
+    # the first score >= 0.9 is the 3rd (exactly 0.9), answering B (wrong); the later 0.99 is never seen
+    (list("AABA"), [0.5, 0.89, 0.9, 0.99], 1, 3, 0.0),
+    # rounds of 3: the hit (2nd) is in the first round, whose 3rd sample is spent too; the pick is the hit
+    (list("ABAA"), [0.5, 0.95, 0.99, 0.1], 3, 3, 0.0),
+    # rounds of 2 and a hit in the second round: 4 samples
+    (list("ABAB"), [0.1, 0.2, 0.95, 0.1], 2, 4, 1.0),
+    # a sample without an answer never stops it: the 0.99 of None is skipped, the 0.95 of A stops
+    ([None, "A", "B"], [0.99, 0.95, 0.1], 1, 2, 1.0),
+    # nobody reaches tau: the most confident at the budget, 0.8 twice (B wrong, A right): 1/2
+    (list("ABBA"), [0.7, 0.8, 0.2, 0.8], 1, 4, 0.5),
+    # nobody reaches tau and nobody answered: the strategy abstains
+    ([None, None], [0.5, 0.5], 1, 2, 0.0),
+]
 
 
-def test_early_stop_without_a_confident_sample_takes_the_most_confident_ties_split():
-    pool = pool_of(list("ABBA"), scores=[0.7, 0.8, 0.2, 0.8])   # 0.8 twice: B (wrong) and A (right)
-    out = EarlyStop(scorer="judge").run(ReplayPool(pool), in_order(pool))
-    assert (out.samples, out.tokens, out.credit) == (4, 100.0, 0.5)
+@pytest.mark.parametrize("answers,scores,round_,used,credit", EARLY_STOP_CASES)
+def test_early_stop_picks_the_first_answered_sample_reaching_tau(answers, scores, round_, used, credit):
+    pool = pool_of(answers, scores=scores)
+    out = EarlyStop(scorer="judge", round=round_).run(ReplayPool(pool), in_order(pool))
+    assert (out.samples, out.tokens, out.credit) == (used, sum(10 * (i + 1) for i in range(used)), credit)
 
 
-def test_early_stop_weighted_vote_stops_on_the_weighted_share():
-    # tau 0.6: after 1 sample the share is 1 (A, 0.5) -> stops at once
-    pool = pool_of(list("ABBB"), scores=[0.5, 0.9, 0.9, 0.9])
-    assert EarlyStop(scorer="judge", tau=0.6, variant="weighted-vote").run(ReplayPool(pool), in_order(pool)).samples == 1
-    # a zero score is no weight: share 0 -> goes on; then B 0.9 vs A 0: share 1 at the 2nd sample
-    pool = pool_of(list("ABBA"), scores=[0.0, 0.9, 0.9, 0.9])
-    out = EarlyStop(scorer="judge", tau=0.6, variant="weighted-vote").run(ReplayPool(pool), in_order(pool))
-    assert (out.samples, out.tokens, out.credit) == (2, 30.0, 0.0)
+# (answers, scores, tau, samples used, credit) for final=weighted-vote, rounds of 1, A correct
+WEIGHTED_CASES = [
+    # one sample always has the whole share: the rule is read from the 2nd on; A 0.5, B 0.9: 0.9/1.4 >= 0.6
+    (list("ABBB"), [0.5, 0.9, 0.9, 0.9], 0.6, 2, 0.0),
+    # the same at tau 0.7: B's share 0.9/1.4, then 1.8/2.3 = 0.78 at the 3rd
+    (list("ABBB"), [0.5, 0.9, 0.9, 0.9], 0.7, 3, 0.0),
+    # a zero score is no weight: A 0, B 0.9 -> share 1 at the 2nd
+    (list("ABBA"), [0.0, 0.9, 0.9, 0.9], 0.6, 2, 0.0),
+    # no weight at all: no leader, never stops; the final vote ties A and B: 1/2
+    (list("AB"), [0.0, 0.0], 0.6, 2, 0.5),
+]
+
+
+@pytest.mark.parametrize("answers,scores,tau,used,credit", WEIGHTED_CASES)
+def test_early_stop_weighted_vote_stops_on_the_weighted_share(answers, scores, tau, used, credit):
+    pool = pool_of(answers, scores=scores)
+    out = EarlyStop(scorer="judge", tau=tau, final="weighted-vote").run(ReplayPool(pool), in_order(pool))
+    assert (out.samples, out.credit) == (used, credit)
 
 
 # ================================================================================================ deepconf
 
-# window 2, keep 50 (s = the median of the warm-up's lowest group confidences), warm-up 2, rounds of 2.
+# window 2, keep 50 (s = the median of the warm-up's lowest group confidences C), warm-up 2, rounds of 2.
 # sample: (answer, token confidences); tokens = trace length
 DEEPCONF_POOL = [
-    ("A", [4, 4, 4, 4]),     # lowest group 4
-    ("B", [2, 2, 2, 2]),     # 2; warm-up threshold s = median(4, 2) = 3
-    ("B", [4, 2, 2, 4, 4]),  # windows 3, 2, ... -> stopped after 3 tokens (window 2..3 has mean 2 < 3)
-    ("B", [1, 1, 9]),        # windows 1, 5 -> stopped after 2 tokens
-    ("B", [3, 3, 3]),        # windows 3, 3: never below 3 (strictly) -> votes with C = 3
-    ("A", [2]),              # shorter than a window: never stopped -> votes with C = 2 (its mean)
+    ("A", [4, 4, 4, 4]),     # C 4
+    ("B", [2, 2, 2, 2]),     # C 2
+    ("B", [4, 2, 2, 4, 4]),  # windows 3, 2, 3, 4: C 2
+    ("B", [1, 1, 9]),        # windows 1, 5: C 1
+    ("B", [3, 3, 3]),        # C 3
+    ("A", [2]),              # shorter than a window: C 2 (its mean)
 ]
 
 
-def deepconf_pool(gold="B"):
-    answers = [a for a, _ in DEEPCONF_POOL]
-    pool = pool_of(answers, gold=gold, tokens=[len(c) for _, c in DEEPCONF_POOL])
-    return ReplayPool(pool, [(20, np.array(c, dtype=float)) for _, c in DEEPCONF_POOL])
+def traced(samples, gold="B"):
+    pool = pool_of([a for a, _ in samples], gold=gold, tokens=[len(c) for _, c in samples])
+    return ReplayPool(pool, [(20, np.array(c, dtype=float)) for _, c in samples])
+
+
+def online(**kw):
+    return DeepConf(mode="online", window=2, keep_percent=50, warmup=2, round=2, **kw)
 
 
 def test_deepconf_online_spends_tokens_up_to_the_stop_and_aborted_traces_never_vote():
-    out = DeepConf(mode="online", window=2, keep=50, warmup=2, batch=2).run(deepconf_pool(), np.arange(6))
-    # after round 1 the voters are A (4) and B (2): share 4/6 < 0.95; after round 2 A 4+2 = 6, B 2+3 = 5:
-    # 6/11 < 0.95, the budget is spent. A wins the C-weighted vote although B has 4 of 6 samples.
+    out = online().run(traced(DEEPCONF_POOL), np.arange(6))
+    # warm-up C 4 (A) and 2 (B): s = 3, share 4/6 < 0.95. Round 1: [4,2,2,4,4] is stopped after 3 tokens
+    # (window (4,2) has mean 3, not below s; (2,2) has mean 2 and ends at token 3), [1,1,9] after 2; the share
+    # is unchanged. Round 2: [3,3,3] never falls below 3 (strictly), [2] is shorter than a window: both
+    # finish, and the budget is spent. Voters (C >= 3): A 4 and B 3: A wins although B has 4 of 6 samples.
     assert out.samples == 6
     assert out.tokens == 4 + 4 + 3 + 2 + 3 + 1
     assert out.credit == 0.0
 
 
+def test_deepconf_online_checks_the_consensus_right_after_the_warm_up():
+    # warm-up: the two B traces (C 2 and 3, s = 2.5) agree: share 1, no online trace starts; B (C 3) votes
+    out = online().run(traced(DEEPCONF_POOL), np.array([1, 4, 2, 3, 0, 5]))
+    assert (out.samples, out.tokens, out.credit) == (2, 4 + 3, 1.0)
+
+
 def test_deepconf_online_stops_on_consensus_after_a_round():
-    rp = deepconf_pool()
-    # order: the two B warm-ups (s = median(2, 3) = 2.5), then (B [4,2,2,4,4]: windows 3, 2 -> stop at 3) and
-    # (B [1,1,9]: stop at 2): no voter added, B alone has all weight: share 1 -> stop after 4 samples
-    out = DeepConf(mode="online", window=2, keep=50, warmup=2, batch=2).run(rp, np.array([1, 4, 2, 3, 0, 5]))
-    assert (out.samples, out.tokens, out.credit) == (4, 4 + 3 + 3 + 2, 1.0)
+    samples = [("A", [4, 4]),        # C 4
+               ("B", [0.5, 0.5]),    # C 0.5: s = 2.25; share 4/4.5 < 0.95
+               ("A", [6, 6, 6]),     # finishes, C 6
+               ("B", [3, 1, 1]),     # the first window (3, 1) has mean 2 < 2.25: stopped after 2 tokens
+               ("B", [9, 9]), ("B", [9, 9])]  # never drawn: A 10 / 10.5 = 0.952 >= 0.95 after round 1
+    out = online().run(traced(samples, gold="A"), np.arange(6))
+    assert (out.samples, out.tokens, out.credit) == (4, 2 + 2 + 3 + 2, 1.0)
+
+
+LAST_TOKEN_STOP = [("A", [4, 4]),      # C 4
+                   ("B", [1, 1]),      # C 1: s = 2.5; share 4/5 = 0.8 < 0.85
+                   ("A", [3, 3, 1]),   # its first window below s, (3, 1), ends on its last token: whole, C 2
+                   ("B", [2, 2, 2, 9]),  # stopped after 2 tokens
+                   ("B", [9, 9]), ("B", [9, 9])]
+
+
+def test_deepconf_online_a_stop_on_the_last_token_leaves_the_trace_whole():
+    # the whole A trace counts towards the consensus: A 4 + 2 = 6 of 7 = 0.857 >= 0.85 after round 1
+    out = online(consensus=0.85).run(traced(LAST_TOKEN_STOP, gold="A"), np.arange(6))
+    assert (out.samples, out.tokens, out.credit) == (4, 2 + 2 + 3 + 2, 1.0)
 
 
 def test_deepconf_offline_keeps_the_top_share_and_votes_by_confidence():
-    # lowest group confidences 4, 2, 2, 1, 3, 2; median 2 -> all but the 1 kept; A 4 + 2 = 6, B 2 + 2 + 3 = 7
-    out = DeepConf(mode="offline", window=2, keep=50).run(deepconf_pool(), np.arange(6))
+    # C 4, 2, 2, 1, 3, 2; median 2 -> all but the 1 kept; A 4 + 2 = 6, B 2 + 2 + 3 = 7
+    out = DeepConf(mode="offline", window=2, keep_percent=50).run(traced(DEEPCONF_POOL), np.arange(6))
     assert (out.samples, out.tokens, out.credit) == (6, 20.0, 1.0)
     # keep 20: s = 80th percentile = 3 -> only 4 (A) and 3 (B) vote: A wins
-    assert DeepConf(mode="offline", window=2, keep=20).run(deepconf_pool(), np.arange(6)).credit == 0.0
+    assert DeepConf(mode="offline", window=2, keep_percent=20).run(traced(DEEPCONF_POOL), np.arange(6)).credit == 0.0
+
+
+def test_deepconf_offline_takes_the_percentile_over_answered_traces_only():
+    # answered C 3 (A) and 2 (B): median 2.5 keeps A. With the unanswered 10s counted the median would be 6.5
+    # and nothing answered would be kept.
+    samples = [("A", [3, 3]), (None, [10, 10]), (None, [10, 10]), ("B", [2, 2])]
+    out = DeepConf(mode="offline", window=2, keep_percent=50).run(traced(samples, gold="A"), np.arange(4))
+    assert out.credit == 1.0
+    nobody = [(None, [1, 1]), (None, [2, 2])]
+    assert DeepConf(mode="offline", window=2).run(traced(nobody, gold="A"), np.arange(2)).credit == 0.0
 
 
 # ================================================================================================ matching
@@ -318,7 +376,7 @@ def test_tts_scale_options_reach_the_replays_and_the_report(tmp_path, monkeypatc
                  "--deepconf-keep", "50", "--out", str(tmp_path / "a")]) == 0
     data = report.load_scaling(tmp_path / "a")
     options = {p.name: p.options for p in data.studies[0].adaptive}
-    assert options["adaptive-consistency"]["threshold"] == 0.8 and options["deepconf-online"]["keep"] == 50
+    assert options["adaptive-consistency"]["threshold"] == 0.8 and options["deepconf-online"]["keep_percent"] == 50
     text = (tmp_path / "a" / "report.md").read_text()
     assert "## Adaptive compute at equal spend" in text and "| `deepconf-online` |" in text
 

@@ -400,7 +400,7 @@ BAD_INPUTS: list[Row] = [
     Row("scale-early-stop-tau-above-one", [*SCALE, "--early-stop-tau", "1.5"],
         "argument --early-stop-tau: must be greater than 0 and at most 1"),
     Row("scale-deepconf-keep-above-100", [*SCALE, "--deepconf-keep", "150"],
-        "argument --deepconf-keep: must be a percentage greater than 0 and at most 100"),
+        "argument --deepconf-keep: must be a percentage from 1 to 100"),
     Row("scale-deepconf-keep-not-a-number", [*SCALE, "--deepconf-keep", "ten"],
         "argument --deepconf-keep: expected a number, got 'ten'"),
     Row("scale-adaptive-option-with-no-adaptive", [*SCALE, "--no-adaptive", "--early-stop-tau", "0.8"],

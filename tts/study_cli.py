@@ -32,13 +32,13 @@ ADAPTIVE_OPTIONS = ("ac_threshold", "early_stop_tau", "deepconf_keep")
 
 
 def percent(text: str) -> float:
-    """A share in percent, 0 < x <= 100 (--deepconf-keep)."""
+    """A share in percent, 1 <= x <= 100 (--deepconf-keep, as deepconf's keep_percent)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value <= 100:  # NaN fails this too
-        raise argparse.ArgumentTypeError(f"must be a percentage greater than 0 and at most 100, got {text!r}")
+    if not 1 <= value <= 100:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must be a percentage from 1 to 100, got {text!r}")
     return value
 
 

@@ -50,10 +50,12 @@ class ReplayPool:
     _lowest: dict[int, np.ndarray] = field(default_factory=dict)
 
     def confidences(self, i: int) -> np.ndarray:
-        if self.traces is None or self.traces[i] is None:
+        """Sample i's token confidences (none for an empty completion, which stores no trace)."""
+        trace = None if self.traces is None else self.traces[i]
+        if trace is None:
+            if self.pool.tokens[i] == 0:
+                return np.zeros(0)
             raise ValueError(f"{self.pool.problem_id}: sample {i} has no token trace")
-        trace = self.traces[i]
-        assert trace is not None
         return trace[1]
 
     def lowest(self, window: int) -> np.ndarray:
@@ -68,10 +70,11 @@ class ReplayPool:
 
 
 def vote_credit(pool: ProblemPool, voters: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """Expected accuracy of a (weighted) vote among `voters`, as the study credits majority vote.
+    """Expected accuracy of a (weighted) vote among `voters`, as the study credits majority vote and as
+    `tts.selection.weighted_vote` decides (weights: of the voters, in the same order).
 
     The answer groups with the most votes (or weight, within TIE_RTOL) tie; credit is the mean of their
-    oracle-accepted shares. No vote, or no positive weight (no leader for `weighted_leader`): 0.
+    oracle-accepted shares (all weights 0: every group voted for ties). No vote (abstaining): 0.
     """
     G = pool.groups.count
     ids = pool.groups.ids[np.asarray(voters, dtype=np.int64)]
@@ -82,20 +85,11 @@ def vote_credit(pool: ProblemPool, voters: np.ndarray, weights: np.ndarray | Non
     if weights is None:
         scores = counts.astype(float)
     else:
-        scores = np.bincount(ids[valid], weights=np.asarray(weights, dtype=float)[valid], minlength=G)
-        if scores.sum() <= 0:
-            return 0.0
+        scores = np.bincount(ids[valid], weights=np.nan_to_num(np.asarray(weights, dtype=float)[valid]), minlength=G)
     present = counts > 0
     best = scores[present].max()
     tied = present & (scores >= best - TIE_RTOL * abs(best))
     return float(pool.group_correct[tied].mean())
-
-
-def pick_credit(pool: ProblemPool, candidates: np.ndarray, keys: np.ndarray) -> float:
-    """Expected accuracy of picking the candidate with the largest key (ties 1/#tied)."""
-    best = keys.max()
-    tied = candidates[keys >= best - TIE_RTOL * abs(best)]
-    return float(pool.correct[tied].mean())
 
 
 def _answers(pool: ProblemPool, rows: np.ndarray) -> list[int | None]:
@@ -129,8 +123,9 @@ class Replay(BaseModel, ABC):
     def options(self) -> dict[str, Any]:
         return self.model_dump()
 
-    def missing(self, pools: Sequence[ProblemPool], traces: dict[str, list[Trace | None]] | None) -> str | None:
-        """Why this method cannot be replayed on these pools, or None."""
+    def missing(self, pools: Sequence[ProblemPool], traces: dict[str, list[Trace | None]] | None,
+                budget: int) -> str | None:
+        """Why this method cannot be replayed on these pools with this budget, or None."""
         return None
 
     @abstractmethod
@@ -139,13 +134,15 @@ class Replay(BaseModel, ABC):
 
 
 class AdaptiveConsistency(Replay):
-    """Aggarwal et al. 2023: draw `batch` samples at a time until the leader is the majority with
-    posterior probability `threshold`; the answer is the majority vote of the samples drawn."""
+    """`adaptive-consistency` (Aggarwal et al. 2023): `round` samples at a time until the leader is the
+    majority with posterior probability `threshold` (and `min_samples` are drawn); the answer is the
+    majority vote of every sample drawn."""
 
     method: ClassVar[str] = "adaptive-consistency"
     threshold: float = Field(0.95, gt=0.0, le=1.0)
     prior: Prior = "beta"
-    batch: int = Field(1, ge=1)
+    round: int = Field(1, ge=1)
+    min_samples: int = Field(1, ge=1)
 
     def run(self, rp: ReplayPool, order: np.ndarray) -> Outcome:
         pool = rp.pool
@@ -154,10 +151,11 @@ class AdaptiveConsistency(Replay):
         for j, g in enumerate(pool.groups.ids[order].tolist(), start=1):
             if g >= 0:
                 counts[g] += 1
-            if j % self.batch and j < len(order):
+            if j % self.round and j < len(order):
                 continue  # mid-round: the strategy looks only when a round is back
             # majority_probability reads at most the DIRICHLET_TOP_K largest counts
-            if _majority_probability(tuple(heapq.nlargest(DIRICHLET_TOP_K, counts)), self.prior) >= self.threshold:
+            probability = _majority_probability(tuple(heapq.nlargest(DIRICHLET_TOP_K, counts)), self.prior)
+            if probability >= self.threshold and j >= self.min_samples:
                 used = j
                 break
         drawn = order[:used]
@@ -165,23 +163,27 @@ class AdaptiveConsistency(Replay):
 
 
 class EarlyStop(Replay):
-    """Self-Calibration's early stopping (Huang et al. 2025) on one scorer's score in [0, 1].
+    """`early-stop` (Self-Calibration, Huang et al. 2025) on one scorer's score in [0, 1], `round` samples at
+    a time; a sample without an answer never stops it and is never picked.
 
-    `first`: stop at the first sample whose score reaches `tau` and answer with it; none does: the most
-    confident sample drawn. `weighted-vote`: after each sample, stop once the score-weighted vote share of
-    the leading answer reaches `tau`; answer with that weighted vote.
+    most-confident: stop after the round holding the first sample whose score reaches `tau` and answer with
+    that sample (the rest of its round is spent all the same); none does: the most confident sample.
+    weighted-vote: from the second sample on, stop after a round once the leading answer's share of the
+    summed scores reaches `tau`; the answer is the score-weighted vote of every sample drawn.
     """
 
     method: ClassVar[str] = "early-stop"
     scorer: str
     tau: float = Field(0.9, ge=0.0, le=1.0)
-    variant: Literal["first", "weighted-vote"] = "first"
+    final: Literal["most-confident", "weighted-vote"] = "most-confident"
+    round: int = Field(1, ge=1)
 
     @property
     def name(self) -> str:
-        return f"{self.method}{'' if self.variant == 'first' else '-vote'}[{self.scorer}]"
+        return f"{self.method}{'' if self.final == 'most-confident' else '-vote'}[{self.scorer}]"
 
-    def missing(self, pools, traces):
+    def missing(self, pools: Sequence[ProblemPool], traces: dict[str, list[Trace | None]] | None,
+                budget: int) -> str | None:
         scored = sum(int(np.isfinite(p.scores[self.scorer]).sum()) for p in pools if self.scorer in p.scores)
         total = sum(p.n for p in pools)
         if scored < total:
@@ -190,43 +192,53 @@ class EarlyStop(Replay):
         return None
 
     def run(self, rp: ReplayPool, order: np.ndarray) -> Outcome:
-        pool = rp.pool
-        score = pool.scores[self.scorer]
-        if self.variant == "first":
-            hit = first_confident(score[order].tolist(), self.tau)
+        pool, budget = rp.pool, len(order)
+        score = pool.scores[self.scorer][order]
+        answered = pool.groups.ids[order] >= 0
+        if self.final == "most-confident":
+            confidence = np.where(answered, score, -np.inf)
+            hit = first_confident(confidence.tolist(), self.tau)
             if hit is not None:
-                drawn = order[:hit + 1]
-                return Outcome(hit + 1, float(pool.tokens[drawn].sum()), float(pool.correct[order[hit]]))
-            return Outcome(len(order), float(pool.tokens[order].sum()), pick_credit(pool, order, score[order]))
-        used = len(order)
-        for j in range(1, len(order) + 1):
-            _, share = weighted_leader(_answers(pool, order[:j]), score[order[:j]].tolist())
-            if share >= self.tau:
-                used = j
-                break
+                used = min(budget, -(-(hit + 1) // self.round) * self.round)  # the end of the hit's round
+                return Outcome(used, float(pool.tokens[order[:used]].sum()), float(pool.correct[order[hit]]))
+            tokens = float(pool.tokens[order].sum())
+            if not answered.any():
+                return Outcome(budget, tokens, 0.0)  # nothing to pick: the strategy abstains
+            best = confidence.max()
+            return Outcome(budget, tokens, float(pool.correct[order[confidence == best]].mean()))
+        used = budget
+        answers = _answers(pool, order)
+        for j in range(self.round, budget + self.round, self.round):
+            j = min(j, budget)
+            if j >= 2:
+                leader, share = weighted_leader(answers[:j], score[:j].tolist())
+                if leader is not None and share >= self.tau:
+                    used = j
+                    break
         drawn = order[:used]
-        return Outcome(used, float(pool.tokens[drawn].sum()), vote_credit(pool, drawn, score[drawn]))
+        return Outcome(used, float(pool.tokens[drawn].sum()), vote_credit(pool, drawn, score[:used]))
 
 
 class DeepConf(Replay):
-    """DeepConf (Fu et al. 2025) on stored token confidences: C = lowest group confidence over `window`.
+    """`deepconf` (Fu et al. 2025) on stored token confidences: C = a trace's lowest group confidence.
 
-    offline: every sample of the budget; keep those with C at least the (100 - keep)th percentile of
-    theirs and vote weighted by C. online: `warmup` whole traces set the threshold s (the same percentile
-    of theirs); then traces come `batch` at a time, each stopped at the end of its first window with mean
-    below s (those tokens are spent, the trace never votes); after each such round, stop once the
-    C-weighted vote share of the leader among the traces that finished (warm-up included) reaches
-    `consensus`. The answer is that weighted vote.
+    offline: every sample of the budget; keep the answered ones with C at least the (100 - keep_percent)th
+    percentile of the answered traces' C; vote weighted by C. online: `warmup` whole traces set the
+    threshold s (the same percentile of theirs); before each round of `round` traces, stop once the
+    C-weighted share of the leader among the answered traces that ran to their end (warm-up included)
+    reaches `consensus`; each trace of a round is stopped at the end of its first window with mean below s
+    (those tokens are spent; it never votes; a stop on its last token leaves it whole, as the backends do).
+    The vote: the finished traces with C >= s, weighted by C.
     """
 
     method: ClassVar[str] = "deepconf"
     mode: Literal["offline", "online"] = "online"
-    keep: float = Field(10.0, gt=0.0, le=100.0, description="percent of traces kept (DeepConf-low: 10)")
+    keep_percent: float = Field(10.0, ge=1.0, le=100.0)
     window: int = Field(64, ge=1)
-    top_k: int = Field(20, ge=1)
+    top_k: int = Field(20, ge=1, le=20)
     warmup: int = Field(4, ge=1)
-    batch: int = Field(4, ge=1)
     consensus: float = Field(0.95, gt=0.0, le=1.0)
+    round: int = Field(4, ge=1)
 
     @property
     def name(self) -> str:
@@ -237,14 +249,22 @@ class DeepConf(Replay):
         return True
 
     def options(self) -> dict[str, Any]:
-        drop = {"warmup", "batch", "consensus"} if self.mode == "offline" else set()
+        drop = {"warmup", "round", "consensus"} if self.mode == "offline" else set()
         return self.model_dump(exclude=drop)
 
-    def missing(self, pools, traces):
+    def missing(self, pools: Sequence[ProblemPool], traces: dict[str, list[Trace | None]] | None,
+                budget: int) -> str | None:
+        if self.mode == "online" and self.warmup > budget:
+            return f"{self.name}: the warm-up ({self.warmup} traces) exceeds the budget ({budget} samples)"
         if traces is None:
             return f"{self.name}: no token traces to read (a study of pools without their run folder)"
         total = sum(p.n for p in pools)
-        have = sum(1 for p in pools for t in traces.get(p.problem_id, []) if t is not None and t[0] == self.top_k)
+        have = 0
+        for p in pools:
+            found = traces.get(p.problem_id) or []
+            if len(found) == p.n:
+                have += sum(1 for t, tokens in zip(found, p.tokens.tolist())
+                            if (t is not None and t[0] == self.top_k) or (t is None and tokens == 0))
         if have < total:
             return (f"{self.name}: {have} of {total} samples have a token trace with top-{self.top_k} confidences; "
                     f"the replay needs every one (sample with --top-logprobs {self.top_k})")
@@ -252,26 +272,31 @@ class DeepConf(Replay):
 
     def run(self, rp: ReplayPool, order: np.ndarray) -> Outcome:
         pool, conf = rp.pool, rp.lowest(self.window)
+        answered = pool.groups.ids >= 0
         if self.mode == "offline":
-            threshold = threshold_from_warmup(conf[order], self.keep)
-            kept = order[conf[order] >= threshold]
-            return Outcome(len(order), float(pool.tokens[order].sum()), vote_credit(pool, kept, conf[kept]))
+            tokens = float(pool.tokens[order].sum())
+            scored = order[answered[order]]
+            if not len(scored):
+                return Outcome(len(order), tokens, 0.0)  # no answered trace: the strategy abstains
+            kept = scored[conf[scored] >= threshold_from_warmup(conf[scored], self.keep_percent)]
+            return Outcome(len(order), tokens, vote_credit(pool, kept, conf[kept]))
         warm = order[:self.warmup]
-        threshold = threshold_from_warmup(conf[warm], self.keep)
-        voters = list(warm)
+        threshold = threshold_from_warmup(conf[warm], self.keep_percent)
+        finished = list(warm)
         tokens = float(pool.tokens[warm].sum())
         used = len(warm)
-        while used < len(order):
-            for i in order[used:used + self.batch]:
-                stop = first_window_below(rp.confidences(int(i)), self.window, threshold)
-                if stop is None:
-                    voters.append(i)
+        while True:
+            rows = np.asarray(finished, dtype=np.int64)
+            if weighted_leader(_answers(pool, rows), conf[rows].tolist())[1] >= self.consensus or used >= len(order):
+                break
+            for i in order[used:used + self.round]:
+                trace = rp.confidences(int(i))
+                stop = first_window_below(trace, self.window, threshold)
+                if stop is None or stop >= len(trace):  # stopped on its last token: whole, as every backend
+                    finished.append(i)                  # returns it (not aborted)
                     tokens += float(pool.tokens[i])
                 else:
                     tokens += stop
-            used = min(used + self.batch, len(order))
-            rows = np.asarray(voters, dtype=np.int64)
-            if weighted_leader(_answers(pool, rows), conf[rows].tolist())[1] >= self.consensus:
-                break
-        rows = np.asarray(voters, dtype=np.int64)
-        return Outcome(used, tokens, vote_credit(pool, rows, conf[rows]))
+            used = min(used + self.round, len(order))
+        voters = np.asarray([i for i in finished if answered[i] and conf[i] >= threshold], dtype=np.int64)
+        return Outcome(used, tokens, vote_credit(pool, voters, conf[voters]))

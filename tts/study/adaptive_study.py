@@ -34,12 +34,12 @@ MIN_ORDERS = 10
 
 
 class AdaptiveSettings(BaseModel):
-    """The knobs `tts scale` exposes; every other option is the strategy's default."""
+    """The knobs `tts scale` exposes; every other option is the strategy's default (its `-o` option)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     ac_threshold: float = Field(0.95, gt=0.0, le=1.0, description="Adaptive-Consistency's stopping probability")
     early_stop_tau: float = Field(0.9, ge=0.0, le=1.0, description="early-stop's confidence (or vote share) to stop at")
-    deepconf_keep: float = Field(10.0, gt=0.0, le=100.0, description="DeepConf: percent of traces kept")
+    deepconf_keep: float = Field(10.0, ge=1.0, le=100.0, description="DeepConf: percent of traces kept")
 
 
 def orders_per_problem(problems: int, draws: int) -> int:
@@ -52,8 +52,8 @@ def replays(settings: AdaptiveSettings, pools: Sequence[ProblemPool]) -> list[Re
     out: list[Replay] = [AdaptiveConsistency(threshold=settings.ac_threshold)]
     for scorer in scorer_names(pools):
         out += [EarlyStop(scorer=scorer, tau=settings.early_stop_tau),
-                EarlyStop(scorer=scorer, tau=settings.early_stop_tau, variant="weighted-vote")]
-    out += [DeepConf(mode="offline", keep=settings.deepconf_keep), DeepConf(mode="online", keep=settings.deepconf_keep)]
+                EarlyStop(scorer=scorer, tau=settings.early_stop_tau, final="weighted-vote")]
+    out += [DeepConf(mode=mode, keep_percent=settings.deepconf_keep) for mode in ("offline", "online")]
     return out
 
 
@@ -140,7 +140,7 @@ def adaptive_study(pools: Sequence[ProblemPool], ks: Sequence[int], curves: Sequ
     for replay in replays(settings, pools):
         if replay.needs_traces and not tried:
             tried, loaded = True, (traces() if traces is not None else None)
-        why = replay.missing(pools, loaded if replay.needs_traces else None)
+        why = replay.missing(pools, loaded if replay.needs_traces else None, budget)
         if why is not None:
             skipped.append(why)
             continue
