@@ -321,8 +321,8 @@ def test_what_the_pool_lacks_is_skipped_with_the_reason():
 
 def test_orders_per_problem_stays_within_the_replay_budget():
     assert orders_per_problem(50, 200) == 200     # small studies: every draw
-    assert orders_per_problem(1319, 200) == 15    # 20000 // 1319
-    assert orders_per_problem(100_000, 200) == 10  # never fewer than MIN_ORDERS
+    assert orders_per_problem(500, 200) == 20     # 10000 // 500
+    assert orders_per_problem(1319, 200) == 10    # never fewer than MIN_ORDERS
     assert orders_per_problem(5, 7) == 7
 
 

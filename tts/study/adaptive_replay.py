@@ -291,7 +291,8 @@ class DeepConf(Replay):
                 break
             for i in order[used:used + self.round]:
                 trace = rp.confidences(int(i))
-                stop = first_window_below(trace, self.window, threshold)
+                # C >= s: no window falls below s (tts.confidence), so the call is skipped, not its answer
+                stop = None if conf[i] >= threshold else first_window_below(trace, self.window, threshold)
                 if stop is None or stop >= len(trace):  # stopped on its last token: whole, as every backend
                     finished.append(i)                  # returns it (not aborted)
                     tokens += float(pool.tokens[i])

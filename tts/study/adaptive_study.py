@@ -26,10 +26,10 @@ from tts.study.subsets import Subsets
 from tts.types import TokenTrace
 
 TraceLoader = Callable[[], dict[str, list[Trace | None]]]
-# Replays of one method per study: about this many orders in all (a replay costs up to a few ms), never
-# fewer than MIN_ORDERS per problem. 50 problems get 200 orders each; 1319 get 15, and there the spread
-# over problems, not over orders, sets the interval.
-ORDER_BUDGET = 20_000
+# Replays of one method per study: about this many orders in all (a replay costs up to about 1 ms with a
+# budget of 64), never fewer than MIN_ORDERS per problem. 50 problems get 200 orders each; 1319 get 10,
+# and there the spread over problems, not over orders, sets the interval.
+ORDER_BUDGET = 10_000
 MIN_ORDERS = 10
 
 
