@@ -4,7 +4,8 @@ Modules: `schema` (scaling.json), `pool` (run-folder reading, the group cache), 
 k-subsets), `credits` (vectorised selector credits), `selectors` (the study-selector contract, the
 built-ins and the `tts.selectors` registry), `stats` (bootstrap, power law, fLaws), `study`
 (orchestration: `study_pools`, `study_run`) and `report` (files and plots); `compare` puts whole runs
-side by side at matched compute (`tts compare`, docs/compare.md).
+side by side at matched compute (`tts compare`, docs/compare.md); `adaptive_replay`, `adaptive_study` and
+`adaptive_report` replay the adaptive strategies on the pool at equal spend (docs/adaptive-replay.md).
 
 Everything comes from a run folder's `samples.jsonl` (docs/architecture.md, "Sample once,
 evaluate many"); nothing is generated again. Docs (docs/algorithms/): repeated-sampling.md (pass@k,
