@@ -134,8 +134,8 @@ BAD_INPUTS: list[Row] = [
     Row("unknown-task", ["eval", "--task", "nope", "-n", "2"],
         "unknown task 'nope'; choose one of: gsm8k, humaneval, jsonl, math500"),
     Row("unknown-strategy", ["eval", "--task", "gsm8k", "--strategy", "nope"],
-        "unknown strategy 'nope'; choose one of: ab-mcts-a, ab-mcts-m, beam-search, best-of-n, dvts, mcts, "
-        "particle-filtering, particle-gibbs, perplexity"),
+        "unknown strategy 'nope'; choose one of: ab-mcts-a, ab-mcts-m, adaptive-consistency, beam-search, "
+        "best-of-n, deepconf, dvts, early-stop, mcts, mixture, particle-filtering, particle-gibbs, perplexity"),
     Row("option-without-equals", ["eval", "--task", "gsm8k", "-o", "beams"],
         "--option/-o: expected KEY=VALUE, got 'beams'"),
     Row("option-without-key", ["eval", "--task", "gsm8k", "-o", "=3"], "--option/-o: expected KEY=VALUE"),
