@@ -93,6 +93,7 @@ class _OwnTokensScorer(Scorer):
     """A scorer computed from each candidate alone, with no model call."""
 
     reads_sampled_tokens = True
+    calls_model = False
 
     def verdict(self, score: float, feedback: str) -> Verdict:
         threshold = getattr(self.options, "threshold", None)

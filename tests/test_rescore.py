@@ -90,3 +90,23 @@ def test_bad_sources(tmp_path):
         read_source(tmp_path / "empty", tmp_path / "out", [])
     with pytest.raises(UserError, match="--out must be a new folder"):
         read_source(tmp_path / "empty", tmp_path / "empty", [])
+
+
+async def test_scorers_that_call_no_model_rescore_without_an_engine(tmp_path):
+    """Confidence scorers read the stored tokens: `tts rescore` stands a RecordedPolicy in for the model (no
+    engine start) that keeps the source's served identity and refuses to generate."""
+    from tts.errors import BackendError
+    from tts.rescore import RecordedPolicy
+    from tts.runs import SERVED_KEY
+
+    src, out = tmp_path / "pool", tmp_path / "scored"
+    task = await make_pool(src)
+    scorers = [build_scorer("group-confidence", top_k=5), build_scorer("mean-logprob")]
+    assert not any(s.calls_model for s in scorers) and build_scorer("judge").calls_model
+    source_config = json.loads((src / "config.json").read_text())
+    assert await run_rescore(src, out, task, scorers, backend=RecordedPolicy(source_config)) == 3
+    assert json.loads((out / "config.json").read_text())[SERVED_KEY] == source_config[SERVED_KEY]
+    with pytest.raises(ExceptionGroup) as refused:  # one per problem, from the rescore's task group
+        await run_rescore(out, tmp_path / "judged", task, [build_scorer("judge")],
+                          backend=RecordedPolicy(source_config))
+    assert refused.group_contains(BackendError, match="without an engine")

@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tts.backends.base import Backend
 from tts.cli_args import positive_int, strategy_option, writable_folder
-from tts.errors import UserError
+from tts.errors import BackendError, UserError
+from tts.types import GenerationRequest, Sample
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +89,11 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     for key in ("dtype", "seed"):  # identity keys of their own in config.json
         if config.get(key) is not None and declared is not None and key in declared.model_fields:
             options.setdefault(key, config[key])
-    backend, engine_log = build_quietly(config["backend"], args.verbose, lambda: registry.build_backend(
-        config["backend"], config.get("model"), **options))
+    if any(s.calls_model for s in scorers):
+        backend, engine_log = build_quietly(config["backend"], args.verbose, lambda: registry.build_backend(
+            config["backend"], config.get("model"), **options))
+    else:  # scorers that read the stored samples only (confidence, sandboxed examples): no engine to start
+        backend, engine_log = RecordedPolicy(config), None
     run = RunFolder(out)
 
     async def main() -> int:
@@ -109,6 +114,26 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     print(f"rescored {done} problems into {out} (scorers: {', '.join(s.name for s in scorers)}); "
           f"`tts scale {out}` compares them")
     return 0
+
+
+class RecordedPolicy(Backend):
+    """Stands for the run's model when no scorer calls one: it serves the identity config.json recorded and
+    refuses to generate (a scorer that calls a model must say so with `calls_model`)."""
+
+    name = "recorded"
+    description = "the run's recorded model, for rescoring without an engine"
+
+    def __init__(self, config: dict[str, Any]):
+        self.model = str(config.get("model"))
+        self.config = config
+
+    async def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
+        raise BackendError("rescoring without an engine, yet a scorer asked the policy model to generate")
+
+    async def served_identity(self) -> dict[str, Any]:
+        from tts.runs import SERVED_KEY
+
+        return dict(self.config.get(SERVED_KEY) or {"backend": self.config.get("backend"), "model": self.model})
 
 
 async def rescore(run: Any, config: dict[str, Any], rows: dict[str, dict[str, Any]],

@@ -88,6 +88,8 @@ class Scorer(ABC):
     # Whether it reads the candidates' sampled tokens (their log-probabilities), not only their text: such a
     # scorer cannot judge a partial answer that step-level search assembled from steps.
     reads_sampled_tokens: ClassVar[bool] = False
+    # Whether it may call a model (the policy or its own): `tts rescore` starts no engine when none does.
+    calls_model: ClassVar[bool] = True
 
     def __init__(self, **options: Any):
         self.options = self.Options(**options)
@@ -127,6 +129,7 @@ class VerifierScorer(Scorer):
 
     name = "verifier"
     description = "a blocking verifier run in worker threads"
+    calls_model = False
 
     def __init__(self, verifier: Verifier | None = None, **options: Any):
         super().__init__(**options)
