@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tts import perturb as perturb_mod
 from tts.errors import UserError
@@ -26,20 +26,11 @@ class MixtureComponent(BaseModel):
     n: int = Field(ge=1, description="samples drawn from this configuration per problem")
     temperature: float = Field(ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    perturb: str | None = Field(None, description="prompt perturbation spec (tts.perturb), None: the plain prompt")
+    perturb: perturb_mod.PerturbSpec = Field(None, description="prompt perturbation spec (tts.perturb), None: the "
+                                             "plain prompt")
     model: str | None = Field(None, description="the model the configuration's pool was drawn with (None: the "
                               "built-in default); every component of one mixture needs the same")
     run: str | None = Field(None, description="the run folder the configuration was studied from (provenance)")
-
-    @field_validator("perturb")
-    @classmethod
-    def _known_perturbers(cls, spec: str | None) -> str | None:
-        if spec is not None:
-            try:
-                perturb_mod.parse_spec(spec)
-            except UserError as exc:
-                raise ValueError(str(exc)) from None
-        return spec
 
 
 class MixtureFile(BaseModel):

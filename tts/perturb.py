@@ -23,7 +23,9 @@ import re
 import string
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator
 
 from tts.errors import UserError
 from tts.types import ChatMessage, GenerationRequest, Problem, Prompt, Sample, SamplingConfig
@@ -120,6 +122,20 @@ def parse_spec(spec: str) -> tuple[str, ...]:
     if repeated:
         raise UserError(f"perturber spec {spec!r} names {repeated[0]!r} twice")
     return names
+
+
+def checked_spec(spec: str | None) -> str | None:
+    """A pydantic validator for a `perturb` field: the spec as given, or a ValueError naming the valid ones."""
+    if spec is not None:
+        try:
+            parse_spec(spec)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+    return spec
+
+
+# The type of a `perturb` option (strategy configs, mixture components).
+PerturbSpec = Annotated[str | None, AfterValidator(checked_spec)]
 
 
 def draw(name: str, rng: random.Random) -> Addition:

@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from tts import perturb as perturb_mod
 from tts.backends.base import ABORTED, Backend, Watcher
-from tts.errors import UserError
 from tts.scorer import Scorer, ScoringContext, as_scorer
 from tts.selection import ChoiceInfo, GroupInfo, Groups, Selection
 from tts.stepwise import with_request_seeds
@@ -169,19 +168,9 @@ class SamplingStrategyConfig(StrategyConfig):
     """Options of the "sample n, then select" strategies: `perturb` draws each sample from its own
     perturbed prompt (DivSampling, docs/perturb.md)."""
 
-    perturb: str | None = Field(None, description="prompt perturbation per sample (docs/perturb.md): "
+    perturb: perturb_mod.PerturbSpec = Field(None, description="prompt perturbation per sample (docs/perturb.md): "
                                 f"{', '.join(perturb_mod.PERTURBERS)}, several joined by '+', or "
                                 f"{perturb_mod.MIX}; none by default")
-
-    @field_validator("perturb")
-    @classmethod
-    def _known_perturbers(cls, spec: str | None) -> str | None:
-        if spec is not None:
-            try:
-                perturb_mod.parse_spec(spec)
-            except UserError as exc:
-                raise ValueError(str(exc)) from None
-        return spec
 
 
 class Strategy(ABC):
