@@ -390,6 +390,21 @@ def test_tts_scale_options_reach_the_replays_and_the_report(tmp_path, monkeypatc
     assert "Adaptive compute" not in (tmp_path / "b" / "report.md").read_text()
 
 
+def test_several_thresholds_give_one_row_each_named_apart(tmp_path, monkeypatch, capsys):
+    """`--ac-threshold 0.95,0.8 --deepconf-keep 10,90`: a row per value (sorted), each with its own options,
+    the summary naming the swept value where a method repeats."""
+    folder = write_traced_run(tmp_path / "run", problems=3)
+    monkeypatch.setattr("tts.study.pool.task_equivalence", lambda config: (lambda a, b: a == b))
+    assert main(["scale", str(folder), "--bootstrap", "0", "--draws", "5", "--ac-threshold", "0.95,0.8",
+                 "--deepconf-keep", "10,90", "--out", str(tmp_path / "a")]) == 0
+    rows = [(p.name, p.options) for p in report.load_scaling(tmp_path / "a").studies[0].adaptive]
+    assert [o["threshold"] for n, o in rows if n == "adaptive-consistency"] == [0.8, 0.95]
+    assert [o["keep_percent"] for n, o in rows if n == "deepconf-online"] == [10, 90]
+    out = capsys.readouterr().out
+    assert "adaptive adaptive-consistency threshold=0.8: accuracy=" in out
+    assert "adaptive deepconf-online keep_percent=90: accuracy=" in out
+
+
 def test_adaptive_options_with_no_adaptive_are_refused():
     args = argparse.Namespace(runs=["."], seed=0, adaptive=False, ac_threshold=0.8, early_stop_tau=None,
                                         deepconf_keep=None)

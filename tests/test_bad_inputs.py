@@ -403,6 +403,10 @@ BAD_INPUTS: list[Row] = [
         "argument --deepconf-keep: must be a percentage from 1 to 100"),
     Row("scale-deepconf-keep-not-a-number", [*SCALE, "--deepconf-keep", "ten"],
         "argument --deepconf-keep: expected a number, got 'ten'"),
+    Row("scale-ac-threshold-empty-item", [*SCALE, "--ac-threshold", "0.8,,0.9"],
+        "argument --ac-threshold: expected comma-separated values such as 0.8,0.95, got '0.8,,0.9'"),
+    Row("scale-ac-threshold-bad-item", [*SCALE, "--ac-threshold", "0.8,2"],
+        "argument --ac-threshold: must be greater than 0 and at most 1, got '2'"),
     Row("scale-adaptive-option-with-no-adaptive", [*SCALE, "--no-adaptive", "--early-stop-tau", "0.8"],
         "--early-stop-tau set the adaptive replays, which --no-adaptive turns off"),
 ]

@@ -7,6 +7,7 @@ import argparse
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -38,6 +39,17 @@ def positive_int_list(text: str) -> list[int]:
     if not all(parts):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 4,8,16, got {text!r}")
     return sorted({_int_at_least(part, 1, "at least 1") for part in parts})
+
+
+def list_of(parse: Callable[[str], float]) -> Callable[[str], list[float]]:
+    """Comma-separated values, each checked by `parse` (`--ac-threshold 0.8,0.95`): sorted, without repeats."""
+    def parse_list(text: str) -> list[float]:
+        parts = [part.strip() for part in text.split(",")]
+        if not all(parts):
+            raise argparse.ArgumentTypeError(f"expected comma-separated values such as 0.8,0.95, got {text!r}")
+        return sorted({parse(part) for part in parts})
+
+    return parse_list
 
 
 def top_logprobs(text: str) -> int:

@@ -1,7 +1,8 @@
 """`tts scale`, `tts report`, `tts compare` and `tts allocate`: studies of stored run folders (no generation).
 
     tts scale RUN_DIR [RUN_DIR ...] [--draws D] [--rpc-fits F] [--seed S] [--bootstrap B] [--k-max K]
-              [--workers W] [--out DIR] [--no-adaptive | --ac-threshold P --early-stop-tau T --deepconf-keep PCT]
+              [--workers W] [--out DIR]
+              [--no-adaptive | --ac-threshold P,... --early-stop-tau T,... --deepconf-keep PCT,...]
     tts report RUN_DIR
     tts compare RUN_DIR [RUN_DIR ...] --out DIR [--pool RUN_DIR] [--budgets 4,8,16] [--bootstrap B] [--seed S]
     tts allocate RUN_DIR RUN_DIR [...] --budget B --out DIR [--budgets 1,2,4] [--train-fraction F] [--seed S]
@@ -25,7 +26,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tts.cli_args import non_negative_int, positive_int, positive_int_list, probability, writable_folder
+from tts.cli_args import list_of, non_negative_int, positive_int, positive_int_list, probability, writable_folder
 from tts.errors import UserError
 
 ADAPTIVE_OPTIONS = ("ac_threshold", "early_stop_tau", "deepconf_keep")
@@ -63,12 +64,12 @@ def register(subparsers) -> None:
     sc.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=True,
                     help="replay adaptive-consistency, early-stop (per scorer) and deepconf (needs top-20 token "
                          "traces) on random orders of each pool, against majority and RPC at equal spend")
-    sc.add_argument("--ac-threshold", type=probability, default=None, metavar="P",
+    sc.add_argument("--ac-threshold", type=list_of(probability), default=None, metavar="P[,P...]",
                     help="adaptive-consistency: stop once the leader is the majority with this probability "
-                         "(default 0.95)")
-    sc.add_argument("--early-stop-tau", type=probability, default=None, metavar="T",
+                         "(default 0.95; several, comma-separated, give one row each)")
+    sc.add_argument("--early-stop-tau", type=list_of(probability), default=None, metavar="T[,T...]",
                     help="early-stop: the score (or weighted vote share) that stops sampling (default 0.9)")
-    sc.add_argument("--deepconf-keep", type=percent, default=None, metavar="PCT",
+    sc.add_argument("--deepconf-keep", type=list_of(percent), default=None, metavar="PCT[,PCT...]",
                     help="deepconf: percent of traces kept, offline and by the online threshold (default 10)")
     sc.set_defaults(func=cmd_scale)
 
@@ -229,6 +230,6 @@ def _print_summary(study) -> None:
     from tts.study.adaptive_report import summary_line
 
     for point in study.adaptive:
-        print("  adaptive " + summary_line(point))
+        print("  adaptive " + summary_line(point, study.adaptive))
     for why in study.adaptive_skipped:
         print("  adaptive not replayed: " + why)

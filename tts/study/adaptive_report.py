@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from tts.study.schema import AdaptivePoint, ScalingStudy
@@ -25,9 +26,20 @@ def options_text(options: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in options.items())
 
 
-def summary_line(p: AdaptivePoint) -> str:
+SWEPT = ("threshold", "tau", "keep_percent")  # the options `tts scale` can give several values of
+
+
+def display_name(p: AdaptivePoint, points: Sequence[AdaptivePoint]) -> str:
+    """The method's name, with its swept option when the study replayed the method at several values."""
+    if sum(q.name == p.name for q in points) < 2:
+        return p.name
+    return p.name + "".join(f" {k}={p.options[k]:g}" for k in SWEPT if isinstance(p.options.get(k), float | int))
+
+
+def summary_line(p: AdaptivePoint, points: Sequence[AdaptivePoint] = ()) -> str:
     """One method on one line (the `tts scale` summary)."""
-    return (f"{p.name}: accuracy={_pct(p.accuracy)} samples={p.mean_samples:.2f} tokens={p.mean_tokens:.0f} "
+    return (f"{display_name(p, points)}: accuracy={_pct(p.accuracy)} samples={p.mean_samples:.2f} "
+            f"tokens={p.mean_tokens:.0f} "
             f"saving={_pct(p.saving)} vs majority@{p.budget}; at equal tokens majority={_pct(p.majority_at_tokens)} "
             f"rpc={_pct(p.rpc_at_tokens)}")
 
@@ -73,7 +85,7 @@ def draw_adaptive(ax, study: ScalingStudy, color, many_runs: bool) -> None:
     for j, p in enumerate(study.adaptive):
         c = palette[j % len(palette)] if color is None else color
         err = None if p.lo is None or p.hi is None else [[max(p.accuracy - p.lo, 0)], [max(p.hi - p.accuracy, 0)]]
-        label = f"{p.name} (adaptive)" + (f" [{study.label}]" if many_runs else "")
+        label = f"{display_name(p, study.adaptive)} (adaptive)" + (f" [{study.label}]" if many_runs else "")
         ax.errorbar([p.mean_tokens], [p.accuracy], yerr=err, marker=MARKERS[j % len(MARKERS)], markersize=9,
                     color=c, ecolor=c, elinewidth=1, capsize=3, linestyle="none", label=label,
                     markeredgecolor="black", markeredgewidth=0.6)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -33,13 +34,20 @@ ORDER_BUDGET = 10_000
 MIN_ORDERS = 10
 
 
+Probability = Annotated[float, Field(gt=0.0, le=1.0)]
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+Percent = Annotated[float, Field(ge=1.0, le=100.0)]
+
+
 class AdaptiveSettings(BaseModel):
     """The knobs `tts scale` exposes; every other option is the strategy's default (its `-o` option)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    ac_threshold: float = Field(0.95, gt=0.0, le=1.0, description="Adaptive-Consistency's stopping probability")
-    early_stop_tau: float = Field(0.9, ge=0.0, le=1.0, description="early-stop's confidence (or vote share) to stop at")
-    deepconf_keep: float = Field(10.0, ge=1.0, le=100.0, description="DeepConf: percent of traces kept")
+    ac_threshold: tuple[Probability, ...] = Field((0.95,), min_length=1,
+                                                  description="Adaptive-Consistency's stopping probabilities")
+    early_stop_tau: tuple[Share, ...] = Field((0.9,), min_length=1,
+                                              description="early-stop's confidences (or vote shares) to stop at")
+    deepconf_keep: tuple[Percent, ...] = Field((10.0,), min_length=1, description="DeepConf: percents of traces kept")
 
 
 def orders_per_problem(problems: int, draws: int) -> int:
@@ -49,11 +57,11 @@ def orders_per_problem(problems: int, draws: int) -> int:
 
 def replays(settings: AdaptiveSettings, pools: Sequence[ProblemPool]) -> list[Replay]:
     """Every method to replay: Adaptive-Consistency, early-stop (both variants) per recorded scorer, DeepConf."""
-    out: list[Replay] = [AdaptiveConsistency(threshold=settings.ac_threshold)]
+    out: list[Replay] = [AdaptiveConsistency(threshold=t) for t in settings.ac_threshold]
     for scorer in scorer_names(pools):
-        out += [EarlyStop(scorer=scorer, tau=settings.early_stop_tau),
-                EarlyStop(scorer=scorer, tau=settings.early_stop_tau, final="weighted-vote")]
-    out += [DeepConf(mode=mode, keep_percent=settings.deepconf_keep) for mode in ("offline", "online")]
+        out += [EarlyStop(scorer=scorer, tau=tau) for tau in settings.early_stop_tau]
+        out += [EarlyStop(scorer=scorer, tau=tau, final="weighted-vote") for tau in settings.early_stop_tau]
+    out += [DeepConf(mode=mode, keep_percent=keep) for mode in ("offline", "online") for keep in settings.deepconf_keep]
     return out
 
 
