@@ -9,15 +9,25 @@ Completion requests answer "The answer is 42. \\boxed{42}" for every one of the 
 gsm8k or math500 run through the CLI finishes. Each fault is one way a real server (or the proxy in
 front of it) misbehaves; FAULTS lists them. The server stops by itself after `lifetime` seconds
 whatever the test does, and a hang waits at most `hang_seconds` (or until the server stops).
+
+A request with `"stream": true` is answered as vllm serve streams it: server-sent events, one chunk per
+token with its logprobs (the chat endpoint first sends the role), `stream_options` usage (on every chunk
+with `continuous_usage_stats`), then `data: [DONE]`. The text is ANSWER in four tokens, then " more" for
+each token beyond `stream_tokens` = 4. Before each token the server waits up to `stream_delay` seconds for
+the client to hang up and stops generating when it does, as vllm serve aborts a request whose client
+disconnected; `streams` records each stream (tokens sent, disconnected or finished). STREAM_FAULTS are
+faults only a stream can have; FAULTS served to a stream answer as they do without one.
 """
 
 from __future__ import annotations
 
 import json
+import select
 import socket
 import struct
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -43,6 +53,57 @@ FAULTS = {
     "wrong-content-type": "a correct JSON answer labelled text/plain",
     "huge": "a body of huge_bytes bytes",
 }
+
+# Faults of a streamed answer, served after FAULT_AT token chunks (a non-stream request is refused with 400).
+STREAM_FAULTS = {
+    "sse-garbage": "a line that is not a server-sent event",
+    "sse-bad-json": "a data line whose JSON is cut off",
+    "sse-no-choices": "a chunk without `choices`",
+    "sse-early-done": "[DONE] before any chunk has a finish_reason",
+    "sse-error": "an error object, as vllm serve sends when generation fails, then [DONE]",
+    "sse-cut": "the connection closes without ending the chunked body",
+    "sse-no-logprobs": "every token chunk without logprobs (from the first token on)",
+    "sse-usage-mismatch": "a final usage counting one completion token more than were streamed",
+}
+FAULT_AT = 2
+
+
+@dataclass
+class StreamRecord:
+    """What the fake server did with one streamed request."""
+
+    path: str
+    fault: str
+    sent: int = 0               # token chunks written
+    disconnected: bool = False  # the client hung up before the end; no token was generated after that
+    finished: bool = False      # the last token, the usage and [DONE] were written
+
+
+def stream_pieces(tokens: int) -> list[str]:
+    """The streamed text, one piece per token: ANSWER in four pieces, then " more" per further token."""
+    q = -(-len(ANSWER) // 4)
+    return [ANSWER[i * q:(i + 1) * q] for i in range(4)][:tokens] + [" more"] * max(tokens - 4, 0)
+
+
+def token_chunk(payload: dict[str, Any], chat: bool, piece: str, finish: str | None,
+                logprobs: bool = True) -> dict[str, Any]:
+    """One token's chunk: its text and the same logprobs as `completion` gives each token."""
+    k = int(payload.get("top_logprobs") or 0) if chat else int(payload.get("logprobs") or 0)
+    top = [("x", -0.5), *[(f"y{j}", -1.5 - j) for j in range(1, k)]]
+    choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+    if chat:
+        choice["delta"] = {"content": piece}
+        entry: dict[str, Any] = {"token": "x", "logprob": -0.5}
+        if k:
+            entry["top_logprobs"] = [{"token": t, "logprob": lp} for t, lp in top]
+        choice["logprobs"] = {"content": [entry]} if logprobs else None
+    else:
+        choice["text"] = piece
+        lps: dict[str, Any] = {"tokens": ["x"], "token_logprobs": [-0.5]}
+        if k:
+            lps["top_logprobs"] = [dict(top)]
+        choice["logprobs"] = lps if logprobs else None
+    return {"id": "fake", "object": "chat.completion.chunk" if chat else "text_completion", "choices": [choice]}
 
 
 def completion(payload: dict[str, Any], chat: bool, choices: int | None = None) -> dict[str, Any]:
@@ -89,6 +150,9 @@ class FakeOpenAIServer:
         self.retry_after = retry_after
         self.model = model
         self.requests: list[tuple[float, str, str]] = []  # (time, path, fault served)
+        self.stream_tokens = 4
+        self.stream_delay = 0.0
+        self.streams: list[StreamRecord] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
@@ -122,12 +186,13 @@ class FakeOpenAIServer:
     # ---- what to serve -------------------------------------------------------------------------
     def set(self, *faults: str, default: str = "ok") -> None:
         for f in (*faults, default):
-            if f not in FAULTS:
+            if f not in FAULTS and f not in STREAM_FAULTS:
                 raise ValueError(f"unknown fault {f!r}")
         with self._lock:
             self.faults = list(faults)
             self.default = default
             self.requests.clear()
+            self.streams.clear()
 
     def _next_fault(self, path: str) -> str:
         with self._lock:
@@ -184,7 +249,97 @@ class FakeOpenAIServer:
                     self._json({"error": "not found"}, 404)
                     return
                 fault = server._next_fault(self.path)
-                self._serve_fault(fault, payload, chat=self.path.endswith("chat/completions"))
+                chat = self.path.endswith("chat/completions")
+                if fault in STREAM_FAULTS and not payload.get("stream"):
+                    self._json({"error": f"the fault {fault} needs a request with stream: true"}, 400)
+                elif payload.get("stream") and (fault == "ok" or fault in STREAM_FAULTS):
+                    self._stream(payload, chat, fault)
+                else:
+                    self._serve_fault(fault, payload, chat=chat)
+
+            def _client_gone(self, wait: float) -> bool:
+                """Whether the client hung up, waiting up to `wait` seconds for it (uvicorn tells vllm serve
+                the same way, with an http.disconnect, and vllm aborts the request)."""
+                readable, _, _ = select.select([self.connection], [], [], wait)
+                if not readable:
+                    return False
+                try:
+                    return self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    return True
+
+            def _event(self, data: str | dict[str, Any]) -> None:
+                text = data if isinstance(data, str) else f"data: {json.dumps(data)}\n\n"
+                body = text.encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(body), body))
+                self.wfile.flush()
+
+            def _stream(self, payload: dict[str, Any], chat: bool, fault: str) -> None:
+                record = StreamRecord(self.path, fault)
+                with server._lock:
+                    server.streams.append(record)
+                options = payload.get("stream_options") or {}
+                continuous = bool(options.get("include_usage") and options.get("continuous_usage_stats"))
+                pieces = stream_pieces(server.stream_tokens)
+                self.close_connection = True
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    if chat:  # vllm serve's first chunk: the role, no token
+                        first: dict[str, Any] = {"id": "fake", "object": "chat.completion.chunk", "choices": [
+                            {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                             "finish_reason": None}]}
+                        if continuous:
+                            first["usage"] = {"prompt_tokens": 10, "completion_tokens": 0, "total_tokens": 10}
+                        self._event(first)
+                    for i, piece in enumerate(pieces):
+                        if self._client_gone(server.stream_delay):
+                            record.disconnected = True
+                            return
+                        if i == FAULT_AT and self._stream_fault(fault):
+                            return
+                        last = i == len(pieces) - 1
+                        chunk = token_chunk(payload, chat, piece, "stop" if last else None,
+                                            logprobs=fault != "sse-no-logprobs")
+                        if continuous:
+                            chunk["usage"] = {"prompt_tokens": 10, "completion_tokens": i + 1,
+                                              "total_tokens": 11 + i}
+                        self._event(chunk)
+                        record.sent += 1
+                    if options.get("include_usage"):
+                        used = len(pieces) + (fault == "sse-usage-mismatch")
+                        self._event({"id": "fake", "choices": [], "usage": {
+                            "prompt_tokens": 10, "completion_tokens": used, "total_tokens": 10 + used}})
+                    self._event("data: [DONE]\n\n")
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                    record.finished = True
+                except (BrokenPipeError, ConnectionResetError):
+                    record.disconnected = True
+
+            def _stream_fault(self, fault: str) -> bool:
+                """Serve a stream fault after FAULT_AT tokens; True when the stream ends there."""
+                if fault == "sse-garbage":
+                    self._event("this line is not an event\n\n")
+                elif fault == "sse-bad-json":
+                    self._event('data: {"choices": [{"index": 0, "text\n\n')
+                elif fault == "sse-no-choices":
+                    self._event({"id": "fake", "object": "chat.completion.chunk"})
+                elif fault == "sse-early-done":
+                    self._event("data: [DONE]\n\n")
+                elif fault == "sse-error":
+                    self._event({"error": {"message": "EngineDeadError: the engine died", "code": 500}})
+                    self._event("data: [DONE]\n\n")
+                elif fault == "sse-cut":
+                    self._reset()
+                    return True
+                else:
+                    return False
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+                return True
 
             def _serve_fault(self, fault: str, payload: dict, chat: bool) -> None:
                 good = json.dumps(completion(payload, chat)).encode()

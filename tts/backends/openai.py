@@ -12,23 +12,40 @@ class asks again for the missing samples).
 `request_timeout` bounds each attempt's wait for the answer (a non-streaming request's answer comes
 only when all of its samples are generated, so a busy server with many problems in flight needs a
 generous value); connecting is bounded by min(request_timeout, CONNECT_TIMEOUT).
+
+Watched samples (`generate_watched`) are streamed instead, so that a watcher can stop one while it is
+generated: closing the response makes vllm serve abort the request (`openai_stream.py`). There
+`request_timeout` bounds the wait for each chunk, and a fault once the stream has begun (a broken
+connection, a malformed chunk, `[DONE]` too early) is retried like the faults above, by generating the
+whole sample again; the tokens of the broken attempt are not counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import email.utils
 import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 from pydantic import Field
 
-from tts.backends.base import Backend, BackendOptions
+from tts.backends.base import Backend, BackendOptions, Watcher, check_watched
+from tts.backends.openai_stream import (
+    STREAM_OPTIONS,
+    MalformedAnswer,
+    StreamAccumulator,
+    no_top_logprobs,
+    one_line,
+    read_stream,
+    restart_watcher,
+)
+from tts.backends.openai_stream import top_k as _top_k
 from tts.errors import BackendError, UserError
 from tts.types import GenerationRequest, Sample, SamplingConfig
 
@@ -39,16 +56,6 @@ DEFAULT_MAX_RETRIES = 5
 DEFAULT_BACKOFF = 0.5  # first retry after about this many seconds, doubling each time
 MAX_RETRY_AFTER = 120.0  # a server's Retry-After is honoured up to this many seconds
 DEFAULT_MAX_RESPONSE_BYTES = 256 * 2**20
-
-
-class MalformedAnswer(Exception):
-    """The server answered, but not with something usable (retried like a 5xx)."""
-
-
-def one_line(text: str, limit: int = 160) -> str:
-    """A server's text for an error message: one line, at most `limit` characters."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _describe_body(body: bytes, content_type: str) -> str:
@@ -209,9 +216,11 @@ class OpenAIBackend(Backend):
         return b"".join(chunks)
 
     async def _request(self, method: str, path: str, payload: dict | None = None, retries: int | None = None,
-                       parse: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+                       parse: Callable[[dict[str, Any]], Any] | None = None,
+                       read: Callable[[httpx.Response], Awaitable[Any]] | None = None) -> Any:
         """The answer's JSON object (passed through `parse`, which raises MalformedAnswer for an unusable
-        one); every fault is retried up to `retries` times, then BackendError names URL, fault and attempts."""
+        one), or what `read` makes of a successful response (a stream); every fault is retried up to
+        `retries` times, then BackendError names URL, fault and attempts."""
         retries = self.max_retries if retries is None else retries
         url = f"{self.base_url}{path}"
         last, wait = "", 0.0
@@ -231,6 +240,8 @@ class OpenAIBackend(Backend):
                     if resp.status_code >= 400:
                         text = (await self._read_body(resp, 4096, truncate=True)).decode("utf-8", "replace")
                         raise BackendError(f"{url} answered HTTP {resp.status_code}: {one_line(text, 500)}")
+                    if read is not None:
+                        return await read(resp)
                     body = await self._read_body(resp, self.max_response_bytes)
                     value = parse_json_object(body, resp.headers.get("content-type", ""))
                     return parse(value) if parse is not None else value
@@ -323,8 +334,7 @@ class OpenAIBackend(Backend):
                 if not any(top):
                     top = None
             if top_k and top is None:  # a server that ignores the request would ignore it again: not retried
-                raise BackendError(f"the server returned no top log-probabilities although {top_k} were asked "
-                                   "for (does it support them? vllm serve allows up to --max-logprobs, default 20)")
+                raise no_top_logprobs(top_k)
             text = choice["message"].get("content") if chat else choice["text"]
             count = len(token_lps) if token_lps is not None else None
             samples.append(
@@ -351,13 +361,39 @@ class OpenAIBackend(Backend):
                                        parse=lambda body: self._samples(body, chat, req.sampling.logprobs,
                                                                          req.sampling.top_logprobs))
 
-    async def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
+    async def _ready(self) -> None:
         self._bind_loop()
         if not self._checked:
             async with self._check_lock:
                 if not self._checked:
                     await self.check()
+
+    async def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
+        await self._ready()
         return list(await asyncio.gather(*(self._one(r) for r in requests)))
+
+    async def generate_watched(self, requests: list[GenerationRequest], watchers: list[Watcher]) -> list[Sample]:
+        """Each request streamed (`"stream": true`); a stopped one's response is closed, which makes vllm
+        serve abort it. Its sample holds the tokens received up to the stop (`openai_stream.py`)."""
+        check_watched(requests, watchers)
+        await self._ready()
+        return list(await asyncio.gather(*(self._watched_one(r, w) for r, w in zip(requests, watchers))))
+
+    async def _watched_one(self, req: GenerationRequest, watcher: Watcher) -> Sample:
+        path, payload = self._payload(req)
+        payload.update(stream=True, stream_options=STREAM_OPTIONS)
+        start, attempts = copy.deepcopy(watcher), 0
+
+        async def read(resp: httpx.Response) -> Sample:
+            nonlocal attempts
+            if attempts:  # the whole sample again: the watcher forgets the broken attempt's tokens
+                restart_watcher(watcher, start)
+            attempts += 1
+            acc = StreamAccumulator(watcher, chat=path == "/chat/completions", top_k=req.sampling.top_logprobs)
+            return await read_stream(resp, acc, self.max_response_bytes)
+
+        async with self._limit:
+            return await self._request("POST", path, payload, read=read)
 
     async def served_identity(self) -> dict[str, Any]:
         """The model in use as GET /models describes it: its id, and owned_by/root/parent/version where given."""
@@ -387,7 +423,3 @@ class OpenAIBackend(Backend):
         return {"backend": self.name, "model": self.model, "base_url": self.base_url}
 
 
-def _top_k(entries: dict[str, Any], k: int) -> dict[str, float]:
-    """The k most likely tokens of one position, most likely first (servers add the sampled one)."""
-    ranked = sorted(((str(t), float(v)) for t, v in entries.items()), key=lambda e: -e[1])
-    return dict(ranked[:k])
