@@ -332,8 +332,8 @@ class FakeOpenAIServer:
                 elif fault == "sse-error":
                     self._event({"error": {"message": "EngineDeadError: the engine died", "code": 500}})
                     self._event("data: [DONE]\n\n")
-                elif fault == "sse-cut":
-                    self._reset()
+                elif fault == "sse-cut":  # a FIN, not a reset: the client reads the tokens sent, then the cut
+                    self.connection.shutdown(socket.SHUT_WR)
                     return True
                 else:
                     return False
