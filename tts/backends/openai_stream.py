@@ -61,12 +61,9 @@ def no_top_logprobs(k: int) -> BackendError:
 
 def restart_watcher(watcher: Watcher, start: Watcher) -> None:
     """Put `watcher` back in the state of `start` (its deep copy, taken before the sample began): a sample
-    generated again after a broken stream must not be judged on the tokens of the broken attempt."""
-    try:
-        state = vars(watcher)
-    except TypeError:
-        raise BackendError(f"a broken stream cannot be retried: the watcher ({type(watcher).__name__}) keeps no "
-                           "__dict__ whose state could be reset") from None
+    generated again after a broken stream must not be judged on the tokens of the broken attempt. (A
+    Watcher always has a __dict__: the base class declares no __slots__.)"""
+    state = vars(watcher)
     state.clear()
     state.update(copy.deepcopy(vars(start)))
 
@@ -173,9 +170,10 @@ class StreamAccumulator:
         if not isinstance(content, (str, type(None))):
             raise MalformedAnswer(f"a chat stream chunk whose content is not text (a {type(content).__name__})")
         lp = choice.get("logprobs")
-        entries: list[Entry] = [(str(t["token"]), float(t["logprob"]),
-                    top_k({e["token"]: e["logprob"] for e in t.get("top_logprobs") or []}, self.k))
-                   for t in (lp or {}).get("content") or []]
+        entries: list[Entry] = [
+            (str(t["token"]), float(t["logprob"]),
+             top_k({e["token"]: e["logprob"] for e in t.get("top_logprobs") or []}, self.k))
+            for t in (lp or {}).get("content") or []]
         return content or "", entries
 
     def _read_text(self, choice: dict[str, Any]) -> tuple[str, list[Entry]]:
