@@ -145,6 +145,12 @@ async def test_the_request_streams_with_usage_and_the_usual_logprobs():
         assert p["stream"] is True and p["n"] == 1
         assert p["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
     assert [s.finish_reason for s in out] == ["length", "length"]
+    # usage_per_chunk=False: only the standard option, for servers that refuse vllm serve's extension
+    seen.clear()
+    plain = OpenAIBackend(base_url="http://testserver/v1", transport=httpx.MockTransport(handler),
+                          usage_per_chunk=False)
+    await plain.generate_watched([request(False, top=5)], [StopAfter(None)])
+    assert seen[0]["stream_options"] == {"include_usage": True}
 
 
 async def test_sample_watched_counts_only_the_tokens_received(server, backend):

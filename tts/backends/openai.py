@@ -132,9 +132,12 @@ class OpenAIOptions(BackendOptions):
                                    description="seconds one attempt waits for its answer (`--request-timeout`)")
     max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=1, description="larger answers are faults")
     send_seed: bool = Field(True, description="send each request's seed to the server")
+    usage_per_chunk: bool = Field(True, description="streamed (watched) samples: ask for the usage on every chunk "
+                                  "(vllm serve's continuous_usage_stats, so a stopped sample knows its prompt "
+                                  "tokens); off for servers that refuse unknown stream options")
 
     outside_identity = frozenset({"base_url", "api_key", "concurrency", "max_retries", "backoff", "request_timeout",
-                             "max_response_bytes"})
+                             "max_response_bytes", "usage_per_chunk"})
 
 
 class OpenAIBackend(Backend):
@@ -154,6 +157,7 @@ class OpenAIBackend(Backend):
         request_timeout: float | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         send_seed: bool = True,
+        usage_per_chunk: bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
         request_timeout = DEFAULT_REQUEST_TIMEOUT if request_timeout is None else float(request_timeout)
@@ -166,6 +170,7 @@ class OpenAIBackend(Backend):
         self.max_retries = max_retries
         self.backoff = DEFAULT_BACKOFF if backoff is None else backoff
         self.send_seed = send_seed
+        self.usage_per_chunk = usage_per_chunk
         self.concurrency = concurrency
         self.request_timeout = request_timeout
         self.max_response_bytes = max_response_bytes
@@ -381,7 +386,8 @@ class OpenAIBackend(Backend):
 
     async def _watched_one(self, req: GenerationRequest, watcher: Watcher) -> Sample:
         path, payload = self._payload(req)
-        payload.update(stream=True, stream_options=STREAM_OPTIONS)
+        options = STREAM_OPTIONS if self.usage_per_chunk else {"include_usage": True}
+        payload.update(stream=True, stream_options=options)
         start, attempts = copy.deepcopy(watcher), 0
 
         async def read(resp: httpx.Response) -> Sample:
