@@ -1,6 +1,6 @@
-"""Adaptive compute with the real built-in model: engine abort of a watched sample, and adaptive-consistency,
-early-stop, deepconf (online and offline), a perturbed self-consistency and a mixture on two GSM8K
-problems through the runner, with small caps."""
+"""Adaptive compute with the real built-in model: engine abort of a watched sample (in-process and through
+vllm serve), and adaptive-consistency, early-stop, deepconf (online and offline), a perturbed
+self-consistency and a mixture on two GSM8K problems through the runner, with small caps."""
 
 import json
 
@@ -51,6 +51,26 @@ async def test_the_engine_aborts_a_watched_sample_and_counts_only_its_tokens(eng
     assert free.finish_reason != "abort" and free.token_count > cut.token_count
     # the aborted request is gone from the engine: nothing left running
     assert not engine._engine.has_unfinished_requests()
+
+
+async def test_vllm_serve_aborts_a_watched_sample_when_the_client_closes_the_stream(vllm_server):
+    """Over HTTP the sample is streamed and the client hangs up at the watcher's word: the sample holds the
+    tokens received (exactly the watcher's count here, one token per chunk), with its prompt tokens known."""
+    from tts.backends.openai import OpenAIBackend
+
+    backend = OpenAIBackend(base_url=vllm_server, send_seed=False)
+    cfg = SamplingConfig(n=1, temperature=0.0, max_tokens=96, top_logprobs=5)
+    prompt = "Count from one to fifty in words, separated by commas:"
+    stop = StopAfter(6)
+    try:
+        (cut, free) = await backend.generate_watched(
+            [GenerationRequest(prompt=prompt, sampling=cfg), GenerationRequest(prompt=prompt, sampling=cfg)],
+            [stop, StopAfter(10_000)])
+    finally:
+        await backend.aclose()
+    assert cut.finish_reason == "abort" and cut.token_count == len(stop.seen) == 6
+    assert cut.prompt_tokens > 0 and free.text.startswith(cut.text)
+    assert free.finish_reason != "abort" and free.token_count > 6
 
 
 def read_jsonl(path):
