@@ -44,10 +44,20 @@ class StrategyContext:
     async def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
         """Generate through the backend and count the tokens against this problem."""
         out = await self.backend.generate(requests)
+        self._count(out)
+        return out
+
+    def _count(self, out: Sequence[Sequence[Sample]]) -> None:
+        """One backend call's samples (one list per request) against this problem's usage."""
         self.usage.backend_calls += 1
         for samples in out:
-            self.usage.add_request(samples, self.backend.parameter_count)
-        return out
+            self.usage.add_request(list(samples), self.backend.parameter_count)
+
+    def _scorer_logprobs(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """The overrides, asking for the top-k logprobs the scorers read unless the caller chose k."""
+        if "top_logprobs" not in overrides and self.wants_top_logprobs > self.sampling.top_logprobs:
+            return {**overrides, "top_logprobs": self.wants_top_logprobs}
+        return overrides
 
     async def sample(self, problem: Problem, n: int, **overrides: Any) -> list[Sample]:
         """n samples of the problem's own prompt with the context's sampling settings."""
@@ -64,8 +74,7 @@ class StrategyContext:
         spec of `tts.perturb`), each sample comes from its own perturbed prompt drawn from `self.rng`: n
         requests with n = 1 in one engine call, each candidate's perturbation in info["perturbation"].
         """
-        if "top_logprobs" not in overrides and self.wants_top_logprobs > self.sampling.top_logprobs:
-            overrides["top_logprobs"] = self.wants_top_logprobs
+        overrides = self._scorer_logprobs(overrides)
         if perturb is None:
             candidates = [self.candidate(problem, s) for s in await self.sample(problem, n, **overrides)]
         else:
@@ -85,15 +94,12 @@ class StrategyContext:
         `self.rng`); tokens counted like `generate`, aborted ones included. Candidates are scored like
         `sample_candidates`; a stopped one is still returned, with info["aborted"] = True.
         """
-        if "top_logprobs" not in overrides and self.wants_top_logprobs > self.sampling.top_logprobs:
-            overrides["top_logprobs"] = self.wants_top_logprobs
+        overrides = self._scorer_logprobs(overrides)
         cfg = self.sampling.model_copy(update={**overrides, "n": 1})
         requests = with_request_seeds([GenerationRequest(prompt=problem.prompt, sampling=cfg) for _ in watchers],
                                       self.rng)
         samples = await self.backend.generate_watched(requests, list(watchers))
-        self.usage.backend_calls += 1
-        for sample in samples:
-            self.usage.add_request([sample], self.backend.parameter_count)
+        self._count([[sample] for sample in samples])
         candidates = [self.candidate(problem, s) for s in samples]
         for c, s in zip(candidates, samples, strict=True):
             if s.finish_reason == ABORTED:
