@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from tts.backends.base import Backend
+from tts.backends.base import AFFINITY, Backend
 from tts.errors import BackendError, UserError
 from tts.metrics import coverage, k_grid
 from tts.runs import SERVED_KEY, RunFolder
@@ -142,6 +142,7 @@ async def _evaluate(task: Task, items: list[TaskItem], strategy: Strategy, backe
             if in_a_row >= MAX_FAILURES_IN_A_ROW:  # the run is stopping: start nothing new
                 return
             try:
+                AFFINITY.set(item.problem.id)  # this task's own context: its requests go to one server
                 ctx = StrategyContext(backend=backend, answers=task, sampling=sampling, scorers=scorers,
                                       rng=problem_rng(seed, item.problem.id))
                 result = await strategy.run(item.problem, ctx)

@@ -19,6 +19,7 @@ sample, replays the watcher on it and cuts the sample at the stop, but counts ev
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import hashlib
 import logging
@@ -98,6 +99,12 @@ class BackendOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     outside_identity: ClassVar[frozenset[str]] = frozenset()
+
+
+# The problem (or served request) whose requests are being generated. The runner and `tts serve` set it
+# around each problem's search; a backend that spreads requests over several servers sends every request
+# with the same key to the same server, so one problem's prompts reuse that server's prefix cache.
+AFFINITY: contextvars.ContextVar[str | None] = contextvars.ContextVar("tts_affinity", default=None)
 
 
 class Watcher(ABC):
