@@ -34,6 +34,7 @@ from tts.cli_args import (  # noqa: F401 - re-exported for tests and subcommands
     writable_folder,
 )
 from tts.errors import BackendError, UserError
+from tts.shards import SHARD_IDS_KEY, STUDY_SIZE_KEY, Shard, shard_spec
 
 # The openai backend's defaults, for --help without importing httpx (tests/test_cli.py checks they agree).
 DEFAULT_REQUEST_TIMEOUT = 300.0
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, type=writable_folder,
                     help="run folder (default: runs/<task>-<strategy>-n<N>-<model>-<hash>)")
     ev.add_argument("--concurrency", type=positive_int, default=64, help="problems in flight at once")
+    ev.add_argument("--shard", type=shard_spec, default=None, metavar="I/N",
+                    help="run only shard I of N (problem k of the task, after --limit, goes to shard k mod N + 1) "
+                         "into its own run folder; join the shards with `tts merge` (docs/sharding.md)")
     ev.add_argument("--no-progress", action="store_true")
 
     so = sub.add_parser("solve", help="answer one question and print the answer with its confidence")
@@ -140,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     from tts.rescore import register as register_rescore
 
     register_rescore(sub)
+
+    from tts.view.cli import register as register_view
+
+    register_view(sub)
+
+    from tts.merge import register as register_merge
+
+    register_merge(sub)
 
     ev.set_defaults(func=cmd_eval)
     so.set_defaults(func=cmd_solve)
@@ -231,7 +243,9 @@ def _run_folder_name(config: dict[str, Any]) -> str:
     identity = json.dumps(named, sort_keys=True)
     digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
     model = Path(str(config["model"] or "default")).name.replace("/", "_")
-    return f"{config['task']}-{config['strategy']}-n{config['strategy_options']['n']}-{model}-{digest}"
+    name = f"{config['task']}-{config['strategy']}-n{config['strategy_options']['n']}-{model}-{digest}"
+    # a shard shares its study's hash (the shard is not in `named`) and adds its own suffix
+    return name + Shard.model_validate(config["shard"]).suffix if config.get("shard") else name
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -250,6 +264,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     items = task.load(args.limit)
     if not items:
         raise UserError(f"task {args.task!r} has no problems")
+    study_size = len(items)
+    if args.shard is not None:
+        items = args.shard.take(items)
+        if not items:
+            raise UserError(f"shard {args.shard.label} has no problems: the task has {study_size} after --limit, "
+                            f"so use at most {study_size} shards")
     # --seed seeds the engine and each problem's RNG; no per-request seed is sent (it kills vLLM's CPU engine).
     sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
                               top_logprobs=args.top_logprobs)
@@ -269,6 +289,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     }
     if identity := _backend_identity(args.backend, backend_options):  # absent when empty (older runs' names)
         config["backend_options"] = identity
+    if args.shard is not None:  # part of the identity: resuming with another shard spec is refused
+        config["shard"] = args.shard.model_dump()
     out = Path(args.out) if args.out else Path("runs") / _run_folder_name(config)
     run = RunFolder(out)
     if run.is_complete(config, [it.problem.id for it in items]):  # nothing to generate: no engine start
@@ -294,6 +316,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "command": sys.argv,
         "versions": package_versions(),
     })
+    if args.shard is not None:  # what `tts merge` checks: this shard's problems, and the study's size
+        config.update({SHARD_IDS_KEY: [it.problem.id for it in items], STUDY_SIZE_KEY: study_size})
 
     async def main() -> dict[str, Any]:
         try:

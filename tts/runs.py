@@ -34,9 +34,10 @@ from tts.types import Result, Usage, Verdict, finite_or_none
 log = logging.getLogger(__name__)
 
 # Fields of config.json that define the run; resuming with any of them changed is refused.
-# (backend_options: the backend options given that change the answers; absent when there are none.)
+# (backend_options: the backend options given that change the answers; absent when there are none; shard: I/N of
+# `tts eval --shard`, absent for a whole run.)
 IDENTITY_KEYS = ("task", "task_options", "strategy", "strategy_options", "model", "backend", "sampling", "seed",
-                 "dtype", "backend_options", "scorers")
+                 "dtype", "backend_options", "scorers", "shard")
 # Strategy options added after run folders existed: unset (None), they leave a run's identity (and its folder
 # name) as it was, so folders made before them still resume.
 LATE_STRATEGY_OPTIONS = ("perturb",)
