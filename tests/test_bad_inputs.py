@@ -409,6 +409,22 @@ BAD_INPUTS: list[Row] = [
         "argument --ac-threshold: must be greater than 0 and at most 1, got '2'"),
     Row("scale-adaptive-option-with-no-adaptive", [*SCALE, "--no-adaptive", "--early-stop-tau", "0.8"],
         "--early-stop-tau set the adaptive replays, which --no-adaptive turns off"),
+    # eval --shard I/N: 1 <= I <= N, checked before anything starts
+    Row("shard-index-zero", fast("--shard", "0/4"), "argument --shard: the shard index I must be from 1 to 4, got '0/4'"),
+    Row("shard-index-above-count", fast("--shard", "5/4"),
+        "argument --shard: the shard index I must be from 1 to 4, got '5/4'"),
+    Row("shard-count-zero", fast("--shard", "1/0"), "argument --shard: the shard count N must be at least 1, got '1/0'"),
+    Row("shard-not-a-fraction", fast("--shard", "abc"), "argument --shard: expected I/N with 1 <= I <= N (e.g. 2/8)"),
+    Row("shard-three-numbers", fast("--shard", "1/4/2"), "argument --shard: expected I/N with 1 <= I <= N (e.g. 2/8), "
+        "got '1/4/2'"),
+    Row("shard-without-problems", fast("--shard", "2/2"),
+        "shard 2/2 has no problems: the task has 1 after --limit, and N may be at most that"),
+    # merge: only shard folders, into a new folder
+    Row("merge-not-a-shard", ["merge", "{run}", "--out", "{tmp}/merged"], "{tmp}/run is not a shard"),
+    Row("merge-not-a-run-folder", ["merge", "{tmp}/nope", "--out", "{tmp}/merged"],
+        "{tmp}/nope is not a run folder (no config.json)"),
+    Row("merge-out-not-empty", ["merge", "{run}", "--out", "{tmp}/run"],
+        "--out {tmp}/run exists and is not empty; merge writes a new run folder"),
 ]
 
 # Options that take a value but need no row of their own, with the reason.

@@ -269,7 +269,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         items = args.shard.take(items)
         if not items:
             raise UserError(f"shard {args.shard.label} has no problems: the task has {study_size} after --limit, "
-                            f"so use at most {study_size} shards")
+                            f"and N may be at most that")
     # --seed seeds the engine and each problem's RNG; no per-request seed is sent (it kills vLLM's CPU engine).
     sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
                               top_logprobs=args.top_logprobs)
