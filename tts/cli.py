@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_merge(sub)
 
+    from tts.serve.cli import register as register_serve
+
+    register_serve(sub)
+
     ev.set_defaults(func=cmd_eval)
     so.set_defaults(func=cmd_solve)
     return parser
