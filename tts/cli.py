@@ -20,6 +20,7 @@ from tts.cli_args import (  # noqa: F401 - re-exported for tests and subcommands
     _finite,
     _int_at_least,
     _Parser,
+    base_url_shortcut,
     folder_write_problem,
     non_negative_int,
     positive_int,
@@ -72,8 +73,11 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE", type=strategy_option,
                    help="an option the backend declares, e.g. --backend-option kv_cache_gb=4 (values are JSON, "
                         "else strings); see `tts list`")
-    p.add_argument("--base-url", default=None, type=server_url,
-                   help="server URL for --backend openai, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--base-url", action="append", default=None, type=server_url,
+                   help="server URL for --backend openai, e.g. http://127.0.0.1:8000/v1; repeat it for several "
+                        "servers of the same model (docs/distributed.md)")
+    p.add_argument("--base-url-file", default=None, type=unicode_text, metavar="FILE",
+                   help="--backend openai: server URLs, one a line (# comments and blank lines ignored)")
     p.add_argument("--request-timeout", type=seconds, default=None, metavar="SECONDS",
                    help=f"--backend openai: how long one request may wait for its answer before it is retried "
                         f"(default {DEFAULT_REQUEST_TIMEOUT:g}; a busy server answers a request only once all "
@@ -215,7 +219,7 @@ def _task_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
     """The backend's options (validated: a bad key or value is a UserError before any engine starts)."""
-    shortcuts = {"base_url": ("--base-url", args.base_url),
+    shortcuts = {"base_url": base_url_shortcut(args.base_url, args.base_url_file),
                  "request_timeout": ("--request-timeout", args.request_timeout),
                  "max_retries": ("--max-retries", args.max_retries),
                  "max_model_len": ("--max-model-len", args.max_model_len),

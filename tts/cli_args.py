@@ -122,6 +122,41 @@ def server_url(text: str) -> str:
     return text
 
 
+def read_url_file(path: str) -> list[str]:
+    """The server URLs of a `--base-url-file`: one a line, `#` comments and blank lines ignored; a bad line
+    is a UserError naming file:line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"--base-url-file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--base-url-file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"cannot read --base-url-file {path}: {exc.strerror or exc}") from None
+    urls = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            urls.append(server_url(line))
+        except argparse.ArgumentTypeError as exc:
+            raise UserError(f"--base-url-file {path}:{number}: {exc}") from None
+    if not urls:
+        raise UserError(f"--base-url-file {path} names no server URL")
+    return urls
+
+
+def base_url_shortcut(flags: list[str] | None, path: str | None) -> tuple[str, str | list[str] | None]:
+    """(flag, value) of the backend's base_url from `--base-url` (repeatable) and `--base-url-file`: None
+    when neither is given, one URL as text (as before several were possible), several as a list."""
+    urls = [*(flags or []), *(read_url_file(path) if path is not None else [])]
+    flag = "--base-url-file" if path is not None and not flags else "--base-url"
+    if not urls:
+        return flag, None
+    return flag, urls[0] if len(urls) == 1 else urls
+
+
 def writable_folder(text: str) -> Path:
     """An output folder: an existing folder we may write in, or one that can be created."""
     path = Path(unicode_text(text))
