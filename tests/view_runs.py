@@ -42,8 +42,11 @@ class TensVerifier(Verifier):
 
 
 def hostile_script(text: str, index: int) -> tuple[str, float]:
-    """toy_script, except that the second sample of problem 0 carries hostile text before its answer."""
+    """toy_script, except that the second sample of problem 0 carries hostile text before its answer, and
+    problem 3 is answered wrong (so the list has an incorrect problem)."""
     body, logprob = toy_script(text, index)
+    if re.search(r"problem 3\b", text):
+        body = f"Ten times three is thirty-one.\nThe answer is {31 + index % 2}."
     if index == 1 and re.search(r"problem 0\b", text):
         body = f"Careful: {HOSTILE}\n{body}"
     return body, logprob

@@ -192,7 +192,7 @@
       svg.append(g);
     }
     const legend = el("div", { class: "legend" }, "score", el("span", {}, "0"), el("span", { class: "bar" }),
-      el("span", {}, "1"), el("span", { class: "dot" }), "no score", el("span", { class: "ring" }), "chosen");
+      el("span", {}, "1"), el("span", { class: "dot" }), "no score", el("span", { class: "ring" }), "chosen", el("span", { class: "ring sel" }), "selected");
     return el("div", {}, el("p", { class: "note" }, t.note), legend,
       el("div", { class: "treebox" }, el("div", { class: "treewrap" }, svg), panel));
   }
