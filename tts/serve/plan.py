@@ -122,8 +122,6 @@ def build_strategy(spec: ModelSpec, settings: ServeSettings) -> Strategy:
         raise ApiError(404, f"unknown model {spec.strategy!r}: the model names a strategy, one of "
                        f"{', '.join(registry.names('strategies'))} (GET /v1/models)", param="model",
                        code="model_not_found")
-    if "scorer" in spec.options:
-        raise ApiError(400, "tts.options: give scorers in tts.scorers, not as the option 'scorer'", param="tts.options")
     try:
         strategy = registry.build_strategy(spec.strategy, **spec.options)
     except UserError as exc:

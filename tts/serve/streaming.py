@@ -30,7 +30,7 @@ async def events(search: Search, request: Request, kind: str, model: str, includ
     rid, plan, proxy = search.id, search.plan, search.proxy
     try:
         yield _event(chunk(kind, rid, model, role=True, content=""))
-        shown = -1
+        shown = 0  # backend calls already reported
         while not search.task.done():
             proxy.changed.clear()
             changed = asyncio.ensure_future(proxy.changed.wait())
