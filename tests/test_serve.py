@@ -356,7 +356,7 @@ def test_shutdown_closes_the_backend_and_scorers():
     async def aclose() -> None:
         closed.append("judge")
 
-    judge[0].aclose = aclose  # type: ignore[method-assign]
+    judge[0].aclose = aclose
     with serve(backend, scorers=judge):
         assert not backend.closed
     assert backend.closed and closed == ["judge"]
