@@ -3,6 +3,7 @@
     with FakeOpenAIServer() as server:            # a free port, a daemon thread
         server.faults = ["500", "ok"]             # one fault per completion request, in order
         server.default = "ok"                     # then this one for every further request
+        server.kill()                             # die mid-run: stop listening, reset open connections
         ... OpenAIBackend(base_url=server.url) ...
 
 Completion requests answer "The answer is 42. \\boxed{42}" for every one of the `n` choices, so a
@@ -153,6 +154,8 @@ class FakeOpenAIServer:
         self.stream_tokens = 4
         self.stream_delay = 0.0
         self.streams: list[StreamRecord] = []
+        self.bodies: list[dict[str, Any]] = []  # each completion request's JSON body, in order
+        self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
@@ -177,6 +180,19 @@ class FakeOpenAIServer:
         self._server.shutdown()
         self._server.server_close()
 
+    def kill(self) -> None:
+        """Die as a killed process does: stop listening and reset every open connection (requests in flight
+        and idle keep-alive connections alike)."""
+        self.stop()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def __enter__(self) -> FakeOpenAIServer:
         return self.start()
 
@@ -193,6 +209,7 @@ class FakeOpenAIServer:
             self.default = default
             self.requests.clear()
             self.streams.clear()
+            self.bodies.clear()
 
     def _next_fault(self, path: str) -> str:
         with self._lock:
@@ -213,6 +230,19 @@ class FakeOpenAIServer:
 
             def log_message(self, *args) -> None:  # quiet
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with server._lock:
+                    server._connections.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:  # a killed server's reset connection
+                    pass
 
             def _send(self, status: int, body: bytes, content_type: str = "application/json",
                       headers: dict[str, str] | None = None, length: int | None = None) -> None:
@@ -248,6 +278,8 @@ class FakeOpenAIServer:
                 if not self.path.endswith("completions"):
                     self._json({"error": "not found"}, 404)
                     return
+                with server._lock:
+                    server.bodies.append(payload)
                 fault = server._next_fault(self.path)
                 chat = self.path.endswith("chat/completions")
                 if fault in STREAM_FAULTS and not payload.get("stream"):

@@ -106,7 +106,7 @@ class ServerPool:
                       key: str | None = None, server: int | None = None) -> Any:
         """The answer's JSON object (through `parse`, which raises MalformedAnswer for an unusable one), or
         what `read` makes of a successful response (a stream). `key`: the affinity key; `server`: this
-        server only (no routing, no failover: the checks of each server)."""
+        server only (no routing, no failover, not in the counters: the checks of each server)."""
         retries = self.max_retries if retries is None else retries
         for _move in range(2 * len(self.urls) + 1):
             i = server if server is not None else self._route(key)
@@ -119,12 +119,12 @@ class ServerPool:
                         moved = True
                         break
                 attempt += 1
-                self.table.begin(i)
+                self.table.begin(i, counted=server is None)
                 try:
                     return await self._guarded(i, self._attempt(i, method, path, payload, parse, read))
                 except _Fault as fault:
                     last, wait = fault.text, fault.wait
-                    self.table.fault(i, last)
+                    self.table.fault(i, last, counted=server is None)
                     if fault.gone and server is None and self.take_out(i, last):
                         moved = True
                         break

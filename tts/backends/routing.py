@@ -120,18 +120,18 @@ class RoutingTable:
         """Where `key`'s requests go now (None: not seen or forgotten)."""
         return self._affinity.get(key)
 
-    def begin(self, i: int) -> None:
-        """An attempt is sent to server i."""
+    def begin(self, i: int, counted: bool = True) -> None:
+        """An attempt is sent to server i (`counted`: in `sent`; the checks of each server are not)."""
         self.servers[i].outstanding += 1
-        self.servers[i].sent += 1
+        self.servers[i].sent += counted
 
     def end(self, i: int) -> None:
         """An attempt on server i is over (answered, failed or abandoned)."""
         self.servers[i].outstanding -= 1
 
-    def fault(self, i: int, text: str) -> None:
-        """An attempt on server i failed with `text` (counted; the server stays in)."""
-        self.servers[i].failures += 1
+    def fault(self, i: int, text: str, counted: bool = True) -> None:
+        """An attempt on server i failed with `text` (the server stays in)."""
+        self.servers[i].failures += counted
         self.servers[i].last_fault = text
 
     def can_take_out(self, i: int) -> bool:
