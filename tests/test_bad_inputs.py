@@ -425,6 +425,13 @@ BAD_INPUTS: list[Row] = [
         "{tmp}/nope is not a run folder (no config.json)"),
     Row("merge-out-not-empty", ["merge", "{run}", "--out", "{tmp}/run"],
         "--out {tmp}/run exists and is not empty; merge writes a new run folder"),
+    # view: the folder must be a run or a study, the page a file in an existing folder; nothing is written
+    Row("view-no-such-folder", ["view", "/no/such/run"], "folder not found: /no/such/run"),
+    Row("view-not-a-run-folder", ["view", "{tmp}"], "is neither a run folder (no config.json) nor a `tts scale`"),
+    Row("view-results-array", ["view", "{run}"], "results.jsonl:3: not a result line", in_run("results.jsonl", "[]")),
+    Row("view-out-is-a-folder", ["view", "{run}", "--out", "{tmp}"], "argument --out: cannot write the file"),
+    Row("view-out-in-missing-folder", ["view", "{run}", "--out", "{tmp}/no/such/page.html"],
+        "argument --out: cannot write the file {tmp}/no/such/page.html: no folder {tmp}/no/such"),
 ]
 
 # Options that take a value but need no row of their own, with the reason.
