@@ -158,7 +158,7 @@ class Page:
     async def click_at(self, x: float, y: float) -> None:
         """A real mouse click (press and release) at viewport coordinates."""
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
-            extra = {"button": "left", "clickCount": 1} if kind != "mouseMoved" else {}
+            extra: dict[str, Any] = {"button": "left", "clickCount": 1} if kind != "mouseMoved" else {}
             await self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, **extra)
 
     async def screenshot(self, path: Path) -> Path:

@@ -1,4 +1,4 @@
-// tts view: the run page's behaviour. Data comes from <script type="application/json"> blocks; every
+// tts view: the run page's behaviour. Data comes from the JSON script blocks of the page; every
 // piece of it reaches the document as text (textContent, createTextNode, setAttribute), never as markup.
 (function () {
   "use strict";
