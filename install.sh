@@ -16,6 +16,15 @@ if ! command -v bwrap >/dev/null; then
     echo "install.sh: bubblewrap (bwrap) is missing; install it for the code sandbox, e.g. sudo apt-get install bubblewrap" >&2
   fi
 fi
+# The viewer's browser tests (tests/test_view_browser.py) drive a headless Chromium; CI must have one.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { apt-get update -qq && apt-get install -y -qq chromium; } \
+      || echo "install.sh: could not install chromium; the viewer's browser tests will be skipped (failed under CI)" >&2
+  else
+    echo "install.sh: chromium is missing; the viewer's browser tests need it, e.g. sudo apt-get install chromium" >&2
+  fi
+fi
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 [ -d .venv ] || "$PY" -m venv .venv
