@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import uvicorn
@@ -25,7 +26,7 @@ from tts.types import GenerationRequest, Sample
 ANSWERS = ["Add them: 3 + 4 = 7. \\boxed{7}", "I think \\boxed{8}", "Surely \\boxed{7}", "Maybe \\boxed{12}"]
 
 
-def math_messages(question: str) -> list[dict[str, str]]:
+def math_messages(question: str) -> list[Any]:
     """The chat prompt math500's make_problem builds, so a served request and tts.api.asolve match."""
     return [{"role": "user", "content": f"{INSTRUCTION}\n\n{question}"}]
 
