@@ -121,6 +121,8 @@ def run_copy(name: str, **changes: object) -> Callable[[Path, Path], None]:
 
 
 SCALE = ["scale", "{run}", "--bootstrap", "10", "--draws", "10"]
+URL_FILE_EVAL = ["eval", "--task", "gsm8k", "--limit", "1", "--base-url-file", "{tmp}/servers.txt", "--no-progress",
+                 "--out", "{tmp}/out"]
 COMPARE = ["compare", "{run}", "--out", "{tmp}/cmp"]
 TWO_RUNS = ["compare", "{run}", "{tmp}/other", "--out", "{tmp}/cmp"]  # positionals first (argparse)
 ALLOCATE = ["allocate", "{run}", "{tmp}/hot", "--budget", "1", "--out", "{tmp}/al"]
@@ -432,6 +434,16 @@ BAD_INPUTS: list[Row] = [
     Row("view-out-is-a-folder", ["view", "{run}", "--out", "{tmp}"], "argument --out: cannot write the file"),
     Row("view-out-in-missing-folder", ["view", "{run}", "--out", "{tmp}/no/such/page.html"],
         "argument --out: cannot write the file {tmp}/no/such/page.html: no folder {tmp}/no/such"),
+    # several servers for --backend openai: a URL file that is missing, has a bad line or names none; a repeat
+    Row("base-url-file-missing", [*URL_FILE_EVAL, "--backend", "openai"], "--base-url-file not found: {tmp}/servers.txt"),
+    Row("base-url-file-bad-line", [*URL_FILE_EVAL, "--backend", "openai"],
+        "--base-url-file {tmp}/servers.txt:4: expected an http(s) URL such as http://127.0.0.1:8000/v1, "
+        "got 'localhost:8001'", write("servers.txt", "# the pool\nhttp://127.0.0.1:8000/v1\n\nlocalhost:8001\n")),
+    Row("base-url-file-names-none", [*URL_FILE_EVAL, "--backend", "openai"],
+        "--base-url-file {tmp}/servers.txt names no server URL", write("servers.txt", "# none yet\n\n")),
+    Row("base-url-file-without-openai", URL_FILE_EVAL, "--base-url-file is only for --backend openai",
+        write("servers.txt", "http://127.0.0.1:8000/v1\n")),
+    Row("base-url-given-twice", fast("--base-url", "{url}/"), "is given twice"),
 ]
 
 # Options that take a value but need no row of their own, with the reason.
