@@ -36,7 +36,9 @@ CLIENT_CLOSED = 499
 def create_app(backend: Backend, task: Task, *, settings: ServeSettings | None = None,
                scorers: list[Scorer] | None = None, close_backend: bool = True) -> FastAPI:
     """The server. `scorers`: the default scorers of requests that name none (default: the task's own).
-    `close_backend`: close the backend when the app shuts down (False when the caller owns it)."""
+    `close_backend`: close the backend when the app shuts down (False when the caller owns it). A backend
+    with a `check()` (an HTTP server behind it) is checked by the caller first (the CLI does), so an
+    unreachable server is one line before the app starts."""
     settings = settings or ServeSettings()
     try:
         task.make_problem("probe")
@@ -49,9 +51,6 @@ def create_app(backend: Backend, task: Task, *, settings: ServeSettings | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        check = getattr(backend, "check", None)
-        if check is not None:  # an unreachable server behind --backend openai: fail at start, not per request
-            await check()
         try:
             yield
         finally:

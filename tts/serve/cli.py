@@ -11,6 +11,7 @@ are cancelled and the engine is closed (the app's lifespan).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import socket
 from typing import Any
@@ -66,7 +67,10 @@ def register(subparsers: Any) -> None:
     sv.add_argument("--backend", default="vllm", help="vllm (in-process engine) or openai (HTTP server)")
     sv.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE", type=strategy_option,
                     help="an option the backend declares (values are JSON, else strings); see `tts list`")
-    sv.add_argument("--base-url", default=None, type=server_url, help="server URL for --backend openai")
+    sv.add_argument("--base-url", action="append", default=None, type=server_url,
+                    help="server URL for --backend openai; repeat it for several servers of the same model")
+    sv.add_argument("--base-url-file", default=None, type=unicode_text, metavar="FILE",
+                    help="--backend openai: server URLs, one a line")
     sv.add_argument("--request-timeout", type=seconds, default=None, metavar="SECONDS",
                     help="--backend openai: how long one request may wait for its answer")
     sv.add_argument("--max-retries", type=non_negative_int, default=None, metavar="N",
@@ -131,6 +135,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         backend, engine_log = build_quietly(args.backend, args.verbose,
                                             lambda: build_backend(args.backend, args.model, **backend_options))
+        check = getattr(backend, "check", None)
+        if check is not None:  # an unreachable server behind --backend openai: one line now, not per request
+            asyncio.run(check())
         app = create_app(backend, task, settings=settings, scorers=scorers)
         where = f"http://{args.host}:{args.port}/v1"
         print(f"tts serve: {where} (task {task.name}, backend {args.backend}, model {backend.model}; "
