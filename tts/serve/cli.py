@@ -31,9 +31,10 @@ API_KEY_ENV = "TTS_API_KEY"
 
 
 def port(text: str) -> int:
-    value = _int_at_least(text, 1, "from 1 to 65535")
+    """A TCP port; 0 lets the system pick a free one (the banner shows which)."""
+    value = _int_at_least(text, 0, "from 0 to 65535")
     if value > 65535:
-        raise argparse.ArgumentTypeError(f"must be from 1 to 65535, got {value}")
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {value}")
     return value
 
 
@@ -57,7 +58,7 @@ def register(subparsers: Any) -> None:
     sv = subparsers.add_parser("serve", help="serve strategies as an OpenAI-compatible API (docs/serve.md)")
     sv.add_argument("--host", type=host, default="127.0.0.1",
                     help="address to listen on (default 127.0.0.1: this machine only)")
-    sv.add_argument("--port", type=port, default=8000)
+    sv.add_argument("--port", type=port, default=8000, help="TCP port (default 8000; 0: any free port)")
     sv.add_argument("--task", "-t", default="math500",
                     help="answer extraction, equivalence and default scorers for every request (default math500)")
     sv.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE", type=strategy_option,
@@ -139,7 +140,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if check is not None:  # an unreachable server behind --backend openai: one line now, not per request
             asyncio.run(check())
         app = create_app(backend, task, settings=settings, scorers=scorers)
-        where = f"http://{args.host}:{args.port}/v1"
+        where = f"http://{args.host}:{sock.getsockname()[1]}/v1"
         print(f"tts serve: {where} (task {task.name}, backend {args.backend}, model {backend.model}; "
               f"{'API key required' if key else 'no API key'}); Ctrl-C stops", flush=True)
         config = uvicorn.Config(app, log_level="info" if args.verbose else "warning",
