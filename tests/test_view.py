@@ -16,6 +16,9 @@ from tests.view_runs import HOSTILE
 from tts.cli import main
 from tts.errors import UserError
 from tts.runs import RunFolder
+from tts.strategies.beam_search import BeamSearch
+from tts.strategies.dvts import DVTS
+from tts.strategies.particle_filtering import ParticleFiltering
 from tts.view import DEFAULT_NAME, build_page, write_view
 from tts.view.data import folder_kind, read_run
 from tts.view.page import embed_json
@@ -123,8 +126,13 @@ async def test_tree_search_nodes_are_the_recorded_tree(tmp_path):
     assert "info" in read_run(run).details[0].model_dump() and "tree" not in read_run(run).details[0].info
 
 
-async def test_step_search_tree_rebuilds_each_track_from_shared_steps(tmp_path):
-    run = await view_runs.step_run(tmp_path / "run")
+@pytest.mark.parametrize("strategy", [
+    BeamSearch(n=4, beam_width=2),  # survivors replicated: tracks share their first steps
+    DVTS(n=4, beam_width=2),  # two independent subtrees
+    ParticleFiltering(n=4),  # particles resampled by weight
+], ids=lambda s: s.name)
+async def test_step_search_tree_rebuilds_each_track_from_shared_steps(tmp_path, strategy):
+    run = await view_runs.step_run(tmp_path / "run", strategy=strategy)
     samples = [s for s in lines(run / "samples.jsonl") if s["problem_id"] == "toy/0"]
     tree = read_run(run).details[0].tree
     assert tree is not None and tree.kind == "steps"

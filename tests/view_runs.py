@@ -15,6 +15,7 @@ from tts.strategies.ab_mcts_a import ABMCTSA
 from tts.strategies.beam_search import BeamSearch
 from tts.strategies.repeated_sampling import RepeatedSampling
 from tts.strategies.self_consistency import SelfConsistency
+from tts.strategy import Strategy
 from tts.testing import ToyTask, toy_script
 from tts.types import Candidate, Problem, SamplingConfig, Verdict
 from tts.verifier import Verifier
@@ -89,11 +90,13 @@ def _hostile_stepper():
     return script
 
 
-async def step_run(path: Path, problems: int = 2) -> Path:
-    """beam-search, n=4 beams of width 2, three steps, scored by the last step's option number."""
+async def step_run(path: Path, problems: int = 2, strategy: Strategy | None = None) -> Path:
+    """A step-level search (default beam-search, n=4 beams of width 2), three steps, scored by the last step's
+    option number."""
     task = ToyTask(problems)
-    await evaluate(task, task.load(), BeamSearch(n=4, beam_width=2), ScriptedBackend(_hostile_stepper()),
-                   RunFolder(path), config("beam-search", n=4, beam_width=2), SamplingConfig(max_tokens=64),
+    strategy = strategy or BeamSearch(n=4, beam_width=2)
+    await evaluate(task, task.load(), strategy, ScriptedBackend(_hostile_stepper()), RunFolder(path),
+                   config(strategy.name, **strategy.config.model_dump()), SamplingConfig(max_tokens=64),
                    progress=False, scorers=[FnScorer(by_last_option())])
     return path
 
