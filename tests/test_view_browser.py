@@ -98,7 +98,8 @@ async def test_sampling_run_page(browser, tmp_path):
     assert await page.eval("document.querySelector('#detail h2').textContent") == "✓ toy/0"
     assert [r["correct"] for r in results] == [True, True, True, False]
     # filters: correct / incorrect / a search over ids and answers
-    visible = "[...document.querySelectorAll('#problems li')].filter(li => !li.hidden).map(li => li.dataset.id)"
+    visible = ("[...document.querySelectorAll('#problems li')].filter(li => li.getClientRects().length > 0)"
+               ".map(li => li.dataset.id)")  # laid out, not merely marked hidden
     await page.eval("document.querySelector('#filters button[data-filter=correct]').click()")
     assert await page.eval(visible) == [r["problem_id"] for r in results if r["correct"]]
     await page.eval("document.querySelector('#filters button[data-filter=incorrect]').click()")
