@@ -180,4 +180,5 @@ async def test_study_folder_page_shows_plots_and_table(browser, tmp_path):
     assert len(widths) == 2  # scaling_k.png and scaling_tokens.png, decoded from their data URIs
     heads = await page.eval("[...document.querySelectorAll('#study table th')].map(th => th.textContent)")
     assert {"k", "coverage", "majority"} <= set(heads)
+    await page.eval("document.querySelector('#study figure').scrollIntoView()")  # plots and table in the shot
     await finish(page, "study")
