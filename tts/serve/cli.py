@@ -20,8 +20,6 @@ from tts.cli_args import (
     _int_at_least,
     non_negative_int,
     positive_int,
-    seconds,
-    server_url,
     strategy_option,
     unicode_text,
 )
@@ -63,28 +61,7 @@ def register(subparsers: Any) -> None:
                     help="answer extraction, equivalence and default scorers for every request (default math500)")
     sv.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE", type=strategy_option,
                     help="an option the task declares (values are JSON, else strings); see `tts list`")
-    sv.add_argument("--model", "-m", default=None,
-                    help="local HF folder, .gguf file, cached model name, or hub id (default: built-in SmolLM2-135M)")
-    sv.add_argument("--backend", default="vllm", help="vllm (in-process engine) or openai (HTTP server)")
-    sv.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE", type=strategy_option,
-                    help="an option the backend declares (values are JSON, else strings); see `tts list`")
-    sv.add_argument("--base-url", action="append", default=None, type=server_url,
-                    help="server URL for --backend openai; repeat it for several servers of the same model")
-    sv.add_argument("--base-url-file", default=None, type=unicode_text, metavar="FILE",
-                    help="--backend openai: server URLs, one a line")
-    sv.add_argument("--request-timeout", type=seconds, default=None, metavar="SECONDS",
-                    help="--backend openai: how long one request may wait for its answer")
-    sv.add_argument("--max-retries", type=non_negative_int, default=None, metavar="N",
-                    help="--backend openai: retries of a failed request")
-    sv.add_argument("--max-model-len", type=positive_int, default=None, help="vllm backend: context length")
-    sv.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16", "auto"],
-                    help="vllm backend: weights and activations")
-    sv.add_argument("--scorer", action="append", default=[], metavar="NAME",
-                    help="default scorers of requests that name none (repeatable; `none`: no scorer; default: "
-                         "the task's)")
-    sv.add_argument("--scorer-option", action="append", default=[], metavar="[NAME.]KEY=VALUE", type=strategy_option,
-                    help="an option of the default scorers, e.g. judge.votes=4")
-    sv.add_argument("--seed", type=int, default=0, help="seeds the engine and the search of requests without seed")
+    _add_backend_args(sv)
     sv.add_argument("--max-concurrent", type=positive_int, default=64, help="searches running at once")
     sv.add_argument("--max-queue", type=non_negative_int, default=256,
                     help="searches waiting for a slot; more are refused with 429 and Retry-After")
@@ -93,8 +70,23 @@ def register(subparsers: Any) -> None:
                     help="largest max_tokens a request may ask for (a request without one gets min(512, this))")
     sv.add_argument("--api-key", type=api_key, default=None,
                     help=f"require 'Authorization: Bearer KEY' on every /v1 route (default: ${API_KEY_ENV}, else open)")
-    sv.add_argument("--verbose", "-v", action="store_true", help="show the engine's output and every request")
     sv.set_defaults(func=cmd_serve)
+
+
+# `tts eval`'s generation flags that a request sets instead (strategy and sampling); --max-tokens is the cap here.
+PER_REQUEST = frozenset({"strategy", "n", "option", "temperature", "top_p", "max_tokens", "top_logprobs"})
+
+
+def _add_backend_args(sv: argparse.ArgumentParser) -> None:
+    """The model, backend, scorer and seed flags exactly as `tts eval` has them (taken from its own argument
+    list, so a backend flag added there is here too and `tts.cli._backend_options` finds every attribute)."""
+    from tts.cli import _add_generation_args
+
+    scratch = argparse.ArgumentParser(add_help=False)
+    _add_generation_args(scratch)
+    for action in scratch._actions:
+        if action.dest not in PER_REQUEST:
+            sv._add_action(action)
 
 
 def bind(host_name: str, port_number: int) -> socket.socket:
@@ -145,7 +137,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"{'API key required' if key else 'no API key'}); Ctrl-C stops", flush=True)
         config = uvicorn.Config(app, log_level="info" if args.verbose else "warning",
                                 access_log=args.verbose, timeout_graceful_shutdown=5)
-        uvicorn.Server(config).run(sockets=[sock])
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn shut down cleanly, then re-raised the Ctrl-C it caught
+            pass
+        print("tts serve: stopped", flush=True)
         if engine_log is not None:
             engine_log.close()
     finally:
