@@ -444,6 +444,16 @@ BAD_INPUTS: list[Row] = [
     Row("base-url-file-without-openai", URL_FILE_EVAL, "--base-url-file is only for --backend openai",
         write("servers.txt", "http://127.0.0.1:8000/v1\n")),
     Row("base-url-given-twice", fast("--base-url", "{url}/"), "is given twice"),
+    # --engine-arg for the vllm backend: checked against vLLM's EngineArgs before any engine starts
+    Row("engine-arg-not-key-value", ["eval", "--task", "gsm8k", "--engine-arg", "tensor_parallel_size"],
+        "argument --engine-arg: expected KEY=VALUE, got 'tensor_parallel_size'"),
+    Row("engine-arg-unknown-key", ["eval", "--task", "gsm8k", "--limit", "1", "--engine-arg", "tensor_paralel_size=2"],
+        "--engine-arg: 'tensor_paralel_size' is not an argument of vLLM's EngineArgs; close matches: "
+        "tensor_parallel_size"),
+    Row("engine-arg-set-by-a-flag", ["eval", "--task", "gsm8k", "--limit", "1", "--engine-arg", "max_model_len=8192"],
+        "--engine-arg: max_model_len is set by the toolkit: use --max-model-len"),
+    Row("engine-arg-without-vllm", fast("--engine-arg", "tensor_parallel_size=2"),
+        "--engine-arg is only for --backend vllm"),
     # serve: every flag is checked (and the port bound) before an engine starts or anything is served
     Row("serve-port-not-a-number", ["serve", "--port", "http"], "argument --port: expected an integer, got 'http'"),
     Row("serve-port-too-large", ["serve", "--port", "70000"], "argument --port: must be from 0 to 65535, got 70000"),

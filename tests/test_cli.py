@@ -74,8 +74,10 @@ def test_task_and_backend_options_come_generically_and_through_the_shortcut_flag
     openai = parse(["eval", "--task", "gsm8k", "--backend", "openai", "--base-url", "http://h:1/v1",
                     "--backend-option", "concurrency=8", "--max-retries", "2"])
     assert _backend_options(openai) == {"base_url": "http://h:1/v1", "concurrency": 8, "max_retries": 2}
-    vllm = parse(["eval", "--task", "gsm8k", "--dtype", "bfloat16", "--backend-option", 'engine_kwargs={"a": 1}'])
-    assert _backend_options(vllm) == {"dtype": "bfloat16", "engine_kwargs": {"a": 1}, "seed": 0}
+    vllm = parse(["eval", "--task", "gsm8k", "--dtype", "bfloat16",
+                  "--backend-option", 'engine_kwargs={"max_num_batched_tokens": 1024}'])  # a real EngineArgs key
+    assert _backend_options(vllm) == {"dtype": "bfloat16", "engine_kwargs": {"max_num_batched_tokens": 1024},
+                                      "seed": 0}
 
 
 def test_backend_options_that_change_the_answers_are_part_of_the_run_identity():

@@ -21,6 +21,7 @@ from tts.cli_args import (  # noqa: F401 - re-exported for tests and subcommands
     _int_at_least,
     _Parser,
     base_url_shortcut,
+    engine_arg_dict,
     folder_write_problem,
     non_negative_int,
     positive_int,
@@ -73,6 +74,10 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE", type=strategy_option,
                    help="an option the backend declares, e.g. --backend-option kv_cache_gb=4 (values are JSON, "
                         "else strings); see `tts list`")
+    p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE", type=strategy_option,
+                   help="vllm backend: a vLLM engine argument (EngineArgs), e.g. --engine-arg tensor_parallel_size=2 "
+                        "or distributed_executor_backend=ray (repeatable; values are JSON, else strings; "
+                        "docs/distributed.md)")
     p.add_argument("--base-url", action="append", default=None, type=server_url,
                    help="server URL for --backend openai, e.g. http://127.0.0.1:8000/v1; repeat it for several "
                         "servers of the same model (docs/distributed.md)")
@@ -223,7 +228,8 @@ def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
                  "request_timeout": ("--request-timeout", args.request_timeout),
                  "max_retries": ("--max-retries", args.max_retries),
                  "max_model_len": ("--max-model-len", args.max_model_len),
-                 "dtype": ("--dtype", args.dtype)}
+                 "dtype": ("--dtype", args.dtype),
+                 "engine_kwargs": ("--engine-arg", engine_arg_dict(args.engine_arg))}
     options = _plugin_options("backends", args.backend, args.backend_option, shortcuts, {"seed": args.seed})
     registry.validate_options("backends", args.backend, options)
     return options
@@ -235,6 +241,9 @@ def _backend_identity(name: str, options: dict[str, Any]) -> dict[str, Any]:
     validated = registry.validate_options("backends", name, options)
     if validated is None:
         return {}
+    identity = getattr(validated, "identity", None)  # BackendOptions.identity (vllm: less the parallel layout)
+    if identity is not None:
+        return dict(identity())
     outside: frozenset[str] = getattr(validated, "outside_identity", frozenset())
     return {k: v for k, v in validated.model_dump(mode="json", exclude_unset=True).items() if k not in outside}
 

@@ -157,6 +157,24 @@ def base_url_shortcut(flags: list[str] | None, path: str | None) -> tuple[str, s
     return flag, urls[0] if len(urls) == 1 else urls
 
 
+def engine_arg_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any] | None:
+    """The `--engine-arg KEY=VALUE` pairs as one dict (None when none were given); its keys are checked
+    against vLLM's EngineArgs here, so the message names the flag."""
+    if not pairs:
+        return None
+    from tts.backends.engine_args import engine_args_problem
+
+    args: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in args and args[key] != value:
+            raise UserError(f"--engine-arg {key} given twice ({json.dumps(args[key])} and {json.dumps(value)})")
+        args[key] = value
+    problem = engine_args_problem(args)
+    if problem:
+        raise UserError(f"--engine-arg: {problem}")
+    return args
+
+
 def writable_folder(text: str) -> Path:
     """An output folder: an existing folder we may write in, or one that can be created."""
     path = Path(unicode_text(text))

@@ -100,6 +100,12 @@ class BackendOptions(BaseModel):
 
     outside_identity: ClassVar[frozenset[str]] = frozenset()
 
+    def identity(self) -> dict[str, Any]:
+        """The options given that belong in a run's identity: those set, less `outside_identity` (a backend
+        whose option mixes both kinds, such as vllm's engine_kwargs, filters it further)."""
+        return {k: v for k, v in self.model_dump(mode="json", exclude_unset=True).items()
+                if k not in self.outside_identity}
+
 
 # The problem (or served request) whose requests are being generated. The runner and `tts serve` set it
 # around each problem's search; a backend that spreads requests over several servers sends every request

@@ -21,9 +21,10 @@ import os
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tts.backends.base import ABORTED, Backend, BackendOptions, EngineStats, Watcher, check_watched
+from tts.backends.engine_args import engine_args_problem, identity_engine_args
 from tts.backends.engine_thread import (  # noqa: F401 - has_cuda, configure_cpu_environment re-exported
     EngineThread,
     configure_cpu_environment,
@@ -45,11 +46,30 @@ class VLLMOptions(BackendOptions):
     kv_cache_gb: int = Field(2, ge=1, description="CPU: KV cache size in GiB")
     max_num_seqs: int | None = Field(None, ge=1, description="most sequences in one engine batch (default: vLLM's)")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="GPU: share of memory vLLM may take")
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="more vllm.EngineArgs, passed as given")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="more vllm.EngineArgs (`--engine-arg "
+                                          "KEY=VALUE`), e.g. tensor_parallel_size=2, distributed_executor_backend=ray")
 
     # dtype and seed are identity keys of their own in config.json; the others do not change the answers
     outside_identity = frozenset({"dtype", "seed", "max_model_len", "enable_prefix_caching", "kv_cache_gb",
                              "max_num_seqs", "gpu_memory_utilization"})
+
+    @field_validator("engine_kwargs")
+    @classmethod
+    def _engine_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        problem = engine_args_problem(value)  # a misspelt key fails now, not when the engine starts
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    def identity(self) -> dict[str, Any]:
+        """As for every backend, less the engine arguments that only say where the engine runs (parallel
+        layout, executor, memory: `engine_args.OUTSIDE_IDENTITY`), so a run resumes on other hardware."""
+        out = super().identity()
+        if "engine_kwargs" in out:
+            out["engine_kwargs"] = identity_engine_args(out["engine_kwargs"])
+            if not out["engine_kwargs"]:
+                del out["engine_kwargs"]
+        return out
 
 
 class VLLMBackend(Backend):
