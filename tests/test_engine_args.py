@@ -38,7 +38,7 @@ def test_engine_args_reach_the_engine_keywords_and_vllm_accepts_them(monkeypatch
 
 @pytest.mark.parametrize("engine_kwargs, identity", [
     ({"tensor_parallel_size": 4}, {}),                               # a layout: resumes on other hardware
-    ({"data_parallel_size": 2, "distributed_executor_backend": "ray"}, {}),
+    ({"pipeline_parallel_size": 2, "distributed_executor_backend": "ray"}, {}),
     ({"max_num_batched_tokens": 8192, "enforce_eager": True}, {}),   # scheduling and CUDA graphs only
     ({"quantization": "fp8"}, {"engine_kwargs": {"quantization": "fp8"}}),  # changes the computation
     ({"tensor_parallel_size": 2, "kv_cache_dtype": "fp8"}, {"engine_kwargs": {"kv_cache_dtype": "fp8"}}),
@@ -61,7 +61,10 @@ def test_every_key_outside_the_identity_is_a_real_engine_argument():
     ({"max_model_len": 8192}, "max_model_len is set by the toolkit: use --max-model-len"),
     ({"seed": 1}, "seed is set by the toolkit: use --seed"),
     ({"gpu_memory_utilization": 0.5}, "use --backend-option gpu_memory_utilization=F"),
-    ({"tensor_parallel_size": 2}, None),
+    ({"data_parallel_size": 2}, "data_parallel_size > 1 does not work in the in-process engine"),  # vLLM: may hang
+    ({"data_parallel_size": "two"}, "data_parallel_size must be a positive integer, got 'two'"),
+    ({"data_parallel_size": 2, "distributed_executor_backend": "external_launcher"}, None),  # one rank of a group
+    ({"data_parallel_size": 1, "tensor_parallel_size": 2}, None),
     ({}, None),
 ])
 def test_engine_args_problems(args, fragment):

@@ -70,6 +70,22 @@ def engine_args_problem(args: dict[str, Any]) -> str | None:
             close = difflib.get_close_matches(key, sorted(names), n=3, cutoff=0.6)
             hint = f"; close matches: {', '.join(close)}" if close else ""
             return f"{key!r} is not an argument of vLLM's EngineArgs{hint}"
+    return _data_parallel_problem(args)
+
+
+def _data_parallel_problem(args: dict[str, Any]) -> str | None:
+    """vLLM refuses data_parallel_size > 1 in one process (its LLM class says it may hang; the in-process
+    engine here is the same case) unless each rank is launched apart (distributed_executor_backend
+    external_launcher). Data parallelism is several servers instead."""
+    size = args.get("data_parallel_size", 1)
+    if args.get("distributed_executor_backend") == "external_launcher":
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        return f"data_parallel_size must be a positive integer, got {size!r}"
+    if size > 1:
+        return ("data_parallel_size > 1 does not work in the in-process engine (vLLM: single-process data "
+                "parallelism may hang); run one `vllm serve` per replica (or `vllm serve --data-parallel-size "
+                f"{size}`) and use --backend openai --base-url URL per server (docs/distributed.md)")
     return None
 
 
