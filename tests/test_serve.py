@@ -37,9 +37,9 @@ def usage_sums(usage) -> tuple[int, int]:
     # majority vote, the task's default scorer (the judge) scoring every candidate on the served model
     ("self-consistency:n=4", "self-consistency", {"n": 4}, None),
     # best-of-n by the judge's score, named in the model string
-    ("best-of-n:n=3,scorer=judge", "best-of-n", {"n": 3}, ["judge"]),
+    ("best-of-n:n=3,scorers=judge", "best-of-n", {"n": 3}, ["judge"]),
     # no scorer at all: only the generator's tokens are spent
-    ("self-consistency:n=4,scorer=none", "self-consistency", {"n": 4}, []),
+    ("self-consistency:n=4,scorers=none", "self-consistency", {"n": 4}, []),
 ])
 async def test_chat_answer_and_usage_equal_asolve(model, strategy, options, scorers):
     with serve() as served:
@@ -117,7 +117,7 @@ def test_include_returns_candidates_with_verdicts_and_groups_and_the_info():
 
 def test_no_chosen_candidate_is_an_empty_answer_with_the_reason():
     with serve() as served:
-        response = client(served).chat.completions.create(model="self-consistency:n=2,scorer=none",
+        response = client(served).chat.completions.create(model="self-consistency:n=2,scorers=none",
                                                           messages=[{"role": "user", "content": "say nothing"}])
     assert response.choices[0].message.content == "" and response.choices[0].finish_reason == "stop"
     ext = response.model_extra["tts"]
@@ -185,11 +185,14 @@ def test_models_lists_every_strategy_and_what_the_backend_serves():
     # JSON values, else strings; dashes in keys become underscores
     ("beam-search:n=8,beam-width=2,perturb=rephrase", {"strategy": "beam-search", "options": {
         "n": 8, "beam_width": 2, "perturb": "rephrase"}}),
-    # the reserved key scorer: names joined by +; a dotted key is a scorer option
-    ("best-of-n:n=4,scorer=judge+mean-logprob,judge.votes=3", {"strategy": "best-of-n", "options": {"n": 4},
+    # the reserved key scorers: names joined by +; a dotted key is a scorer option
+    ("best-of-n:n=4,scorers=judge+mean-logprob,judge.votes=3", {"strategy": "best-of-n", "options": {"n": 4},
      "scorers": ["judge", "mean-logprob"], "scorer_options": {"judge.votes": 3}}),
-    # scorer=none: no scorer
-    ("best-of-n:scorer=none", {"strategy": "best-of-n", "scorers": []}),
+    # scorers=none: no scorer
+    ("best-of-n:scorers=none", {"strategy": "best-of-n", "scorers": []}),
+    # early-stop's own singular `scorer` option is a strategy option, not the reserved key
+    ("early-stop:n=4,scorers=judge,scorer=judge", {"strategy": "early-stop", "options": {"n": 4, "scorer": "judge"},
+     "scorers": ["judge"]}),
     # a JSON value holding commas stays whole
     ("some-strategy:weights=[1,2,3],n=4", {"strategy": "some-strategy", "options": {"weights": [1, 2, 3], "n": 4}}),
 ])
@@ -256,17 +259,17 @@ BAD_REQUESTS = [
     # a malformed model string
     ("model-no-value", "/chat/completions", {**GOOD, "model": "self-consistency:n"}, 400, "expected KEY=VALUE"),
     # an unknown scorer
-    ("unknown-scorer", "/chat/completions", {**GOOD, "model": "best-of-n:scorer=oracle"}, 400,
+    ("unknown-scorer", "/chat/completions", {**GOOD, "model": "best-of-n:scorers=oracle"}, 400,
      "unknown scorer 'oracle'"),
     # a scorer option no chosen scorer has
-    ("bad-scorer-option", "/chat/completions", {**GOOD, "model": "best-of-n:scorer=judge,judge.votes=0"}, 400,
+    ("bad-scorer-option", "/chat/completions", {**GOOD, "model": "best-of-n:scorers=judge,judge.votes=0"}, 400,
      "bad options for scorer 'judge': votes"),
     # a scorer with a model of its own would start an engine
     ("scorer-own-model", "/chat/completions", {**GOOD, "tts": {"scorers": ["judge"],
                                                                 "scorer_options": {"model": "other"}}}, 400,
      "would start an engine"),
     # a scorer the strategy cannot use (step search needs a process scorer)
-    ("scorer-refused-by-strategy", "/chat/completions", {**GOOD, "model": "beam-search:n=4,scorer=none"}, 400,
+    ("scorer-refused-by-strategy", "/chat/completions", {**GOOD, "model": "beam-search:n=4,scorers=none"}, 400,
      "beam-search"),
     # budget over the server's cap
     ("budget-over-cap", "/chat/completions", {**GOOD, "model": "self-consistency:n=65"}, 400,
@@ -366,7 +369,7 @@ def test_problem_id_and_question_reach_the_scorers():
     """The judge's prompt carries the client's messages verbatim, then the candidate (a served problem is
     the client's prompt, not the task's)."""
     with serve() as served:
-        client(served).chat.completions.create(model="best-of-n:n=1,scorer=judge",
+        client(served).chat.completions.create(model="best-of-n:n=1,scorers=judge",
                                                messages=[{"role": "user", "content": "Just 2+5? \\boxed{}"}])
         prompts = served.backend.prompts()
     assert prompts[0].startswith("User: Just 2+5? \\boxed{}\n") and "Answer Yes or No." not in prompts[0]

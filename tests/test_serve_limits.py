@@ -20,7 +20,7 @@ def test_eight_concurrent_clients_meet_in_the_backend_each_with_its_own_affinity
         c = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=30)
         try:
             return await asyncio.gather(*(c.chat.completions.create(
-                model="self-consistency:n=2,scorer=none", messages=math_messages(f"What is {i} + 4?"))
+                model="self-consistency:n=2,scorers=none", messages=math_messages(f"What is {i} + 4?"))
                 for i in range(8)))
         finally:
             await c.close()
@@ -61,7 +61,7 @@ def test_a_full_server_answers_429_with_retry_after():
         answers: list = []
 
         def ask() -> None:
-            answers.append(c.chat.completions.create(model="self-consistency:n=2,scorer=none",
+            answers.append(c.chat.completions.create(model="self-consistency:n=2,scorers=none",
                                                      messages=math_messages("2+5?")))
 
         threads = [threading.Thread(target=ask) for _ in range(2)]
@@ -86,7 +86,7 @@ def test_a_full_server_answers_429_with_retry_after():
 def test_a_queued_search_waits_its_turn_and_a_disconnected_one_leaves_the_queue():
     backend = WatchedBackend(hold=True)
     with serve(backend, max_concurrent=1, max_queue=4, disconnect_poll=0.05) as served:
-        body = {"model": "self-consistency:n=2,scorer=none", "messages": math_messages("3+3?")}
+        body = {"model": "self-consistency:n=2,scorers=none", "messages": math_messages("3+3?")}
         runner = threading.Thread(target=lambda: httpx.post(f"{served.base_url}/chat/completions", json=body,
                                                             timeout=30))
         runner.start()

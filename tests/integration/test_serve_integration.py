@@ -53,7 +53,7 @@ def test_serve_answers_a_gsm8k_question_and_counts_every_token(model_dir, tmp_pa
         messages = [{"role": m.role, "content": m.content} for m in problem.prompt]
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=600)
         response = client.chat.completions.create(
-            model="self-consistency:n=4,scorer=none", messages=messages, max_tokens=128, temperature=0.8, seed=1,
+            model="self-consistency:n=4,scorers=none", messages=messages, max_tokens=128, temperature=0.8, seed=1,
             extra_body={"tts": {"include": ["candidates"]}})
 
         ext = response.model_extra["tts"]

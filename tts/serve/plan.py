@@ -56,7 +56,7 @@ class ScorerPool:
         if names is None:
             if not self.defaults:
                 raise ApiError(400, "scorer_options given, but the server has no default scorer: name one with "
-                               "`scorer=` in the model or tts.scorers", param="tts.scorer_options")
+                               "`scorers=` in the model or tts.scorers", param="tts.scorer_options")
             names = [s.name for s in self.defaults]
         if not options and [s.name for s in self.defaults] == names:
             return self.defaults

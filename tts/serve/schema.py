@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 INCLUDE = ("candidates", "info")
-# Splits "n=8,scorer=judge" at the commas that start a new KEY=, so JSON values may hold commas.
+# Splits "n=8,scorers=judge" at the commas that start a new KEY=, so JSON values may hold commas.
 _OPTION_SPLIT = re.compile(r",(?=\s*[A-Za-z_][\w.\-]*\s*=)")
 
 
@@ -34,7 +34,7 @@ class ServeSettings(BaseModel):
 
 
 class ModelSpec(BaseModel):
-    """A parsed `STRATEGY[:KEY=VALUE,...]`: strategy options, and the reserved `scorer` key apart."""
+    """A parsed `STRATEGY[:KEY=VALUE,...]`: strategy options, and the reserved `scorers` key apart."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -57,12 +57,12 @@ def split_scorers(value: Any) -> list[str]:
     names = value if isinstance(value, list) else str(value).split("+")
     names = [str(n).strip() for n in names]
     if not names or not all(names):
-        raise ValueError(f"scorer: expected names joined by '+', got {value!r}")
+        raise ValueError(f"scorers: expected names joined by '+', got {value!r}")
     return [] if names == ["none"] else names
 
 
 def parse_model(model: str) -> ModelSpec:
-    """`self-consistency:n=8,scorer=judge,judge.votes=4` -> ModelSpec. Dashes in keys become underscores;
+    """`self-consistency:n=8,scorers=judge,judge.votes=4` -> ModelSpec. Dashes in keys become underscores;
     a dotted key (`judge.votes`) is a scorer option. ValueError says what is wrong."""
     strategy, _, rest = model.strip().partition(":")
     if not strategy.strip():
@@ -75,7 +75,7 @@ def parse_model(model: str) -> ModelSpec:
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise ValueError(f"model {model!r}: expected KEY=VALUE after the strategy, got {part!r}")
-        if key == "scorer":
+        if key == "scorers":
             spec.scorers = split_scorers(value.strip())
         elif "." in key:
             spec.scorer_options[key] = parse_value(value.strip())
