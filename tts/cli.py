@@ -319,8 +319,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             run.write_metrics(metrics)
         _print_metrics(out, metrics)
         return 0
-    if out.is_dir():  # a resume: refuse a second writer before an engine starts (kept until the run ends)
-        run.acquire()
+    if out.is_dir():  # a resume: refuse a second writer, or another run's folder, before an engine starts
+        run.acquire()  # kept until the run ends
+        try:
+            run.check_identity(config)
+        except UserError:
+            run.release()
+            raise
     from tts.console import build_quietly
 
     backend, engine_log = build_quietly(args.backend, args.verbose,

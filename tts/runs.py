@@ -348,6 +348,11 @@ class RunFolder:
                 self.release()
             raise
 
+    def check_identity(self, config: dict[str, Any]) -> None:
+        """Refuse (UserError) a folder that holds a different run, before an engine starts; what was served
+        is compared later, by `open`, once the backend can say."""
+        self._check_identity({k: v for k, v in config.items() if k != SERVED_KEY})
+
     def _check_identity(self, config: dict[str, Any]) -> dict[str, Any]:
         old = read_config(self.config_path)
         if old is None:
