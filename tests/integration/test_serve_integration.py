@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,20 +13,14 @@ import httpx
 import openai
 import pytest
 
+from tests.integration.servers import MAX_MODEL_LEN, free_port, wait_ready
 from tts.registry import build_task
 
 pytestmark = pytest.mark.integration
-MAX_MODEL_LEN = 2048
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_serve_answers_a_gsm8k_question_and_counts_every_token(model_dir, tmp_path):
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "tts.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--task", "gsm8k",
@@ -35,18 +28,8 @@ def test_serve_answers_a_gsm8k_question_and_counts_every_token(model_dir, tmp_pa
     with log.open("w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     try:
-        deadline = time.time() + 600  # the engine starts before the server listens (about a minute on CPU)
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"tts serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()["status"] == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                raise AssertionError(f"tts serve not ready after 600 s:\n{log.read_text()[-3000:]}")
-            time.sleep(2)
+        # the engine starts before the server listens (about a minute on CPU)
+        wait_ready(proc, f"http://127.0.0.1:{port}/health", log, time.time() + 600, what="tts serve")
 
         problem = build_task("gsm8k").load(1)[0].problem
         assert not isinstance(problem.prompt, str)

@@ -13,70 +13,24 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.integration.servers import start_vllm_serve, stop, wait_ready
 
 pytestmark = pytest.mark.integration
 
-MAX_MODEL_LEN = 2048
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(model_dir: str, log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-           "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager",
-           "--enable-prefix-caching", "--seed", "0"]
-    with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    return proc, f"http://127.0.0.1:{port}/v1"
-
-
-def _wait_ready(proc: subprocess.Popen, url: str, log: Path, deadline: float) -> None:
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    raise RuntimeError(f"vllm serve not ready in time:\n{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
-
-
 @pytest.fixture
 def two_servers(model_dir, tmp_path):
-    started = [_start(model_dir, tmp_path / f"server{i}.log") for i in range(2)]
+    started = [start_vllm_serve(model_dir, tmp_path / f"server{i}.log") for i in range(2)]
     try:
         deadline = time.time() + 400
         for i, (proc, url) in enumerate(started):
-            _wait_ready(proc, url, tmp_path / f"server{i}.log", deadline)
+            wait_ready(proc, f"{url}/models", tmp_path / f"server{i}.log", deadline)
         yield started
     finally:
         for proc, _ in started:
-            _stop(proc)
+            stop(proc)
 
 
 def test_a_server_killed_mid_run_loses_nothing_and_the_rerun_generates_nothing(two_servers, tmp_path):
