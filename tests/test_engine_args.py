@@ -24,11 +24,15 @@ def test_engine_args_reach_the_engine_keywords_and_vllm_accepts_them(monkeypatch
     extra = {"tensor_parallel_size": 2, "pipeline_parallel_size": 2, "distributed_executor_backend": "ray",
              "quantization": "fp8"}  # JSON values (2, "fp8"), else strings (ray); dashes become underscores
     assert given == {"engine_kwargs": extra, "seed": 0}
-    kwargs = engine_arguments("org/model", on_gpu=True, dtype=None, max_model_len=2048, seed=0,
+    # a local model folder: EngineArgs resolves its model when built, and the hub is unreachable (offline)
+    from tts.models import resolve_model
+
+    model = resolve_model(None)
+    kwargs = engine_arguments(model, on_gpu=True, dtype=None, max_model_len=2048, seed=0,
                               enable_prefix_caching=True, kv_cache_gb=2, max_num_seqs=None,
                               gpu_memory_utilization=0.85, extra=given["engine_kwargs"])
     assert {k: kwargs[k] for k in extra} == extra
-    assert (kwargs["model"], kwargs["max_model_len"], kwargs["seed"]) == ("org/model", 2048, 0)  # the toolkit's own
+    assert (kwargs["model"], kwargs["max_model_len"], kwargs["seed"]) == (model, 2048, 0)  # the toolkit's own
     from vllm.engine.arg_utils import EngineArgs
 
     built = EngineArgs(**kwargs)  # the dataclass only: no engine, no GPU
