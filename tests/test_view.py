@@ -249,3 +249,12 @@ async def test_command_writes_the_page_prints_its_path_and_opens_it(tmp_path, ca
     assert main(["view", str(run), "--out", str(out), "--open"]) == 0
     assert capsys.readouterr().out.strip() == str(out) and opened == [out.resolve().as_uri()]
     assert blocks(out.read_text())["tts-index"] == blocks((run / DEFAULT_NAME).read_text())["tts-index"]
+
+
+async def test_open_without_a_browser_says_where_the_page_is(tmp_path, capsys, monkeypatch):
+    run = await view_runs.step_run(tmp_path / "run")
+    monkeypatch.setattr("webbrowser.open", lambda url: False)  # a machine without a browser (a server, CI)
+    assert main(["view", str(run), "--open"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(run / DEFAULT_NAME)
+    assert "no web browser found" in captured.err and str(run / DEFAULT_NAME) in captured.err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import webbrowser
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def cmd_view(args: argparse.Namespace) -> int:
 
     path = write_view(args.run, args.out)
     print(path)
-    if args.open:
-        webbrowser.open(path.resolve().as_uri())
+    if args.open and not webbrowser.open(path.resolve().as_uri()):
+        print(f"tts view: no web browser found on this machine; open {path} in one elsewhere (the page is one "
+              "self-contained file)", file=sys.stderr)
     return 0
