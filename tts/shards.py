@@ -50,15 +50,6 @@ class Shard(BaseModel):
         """This shard's items, in the task's order: those at positions k with k mod count == index - 1."""
         return list(items[self.index - 1 :: self.count])
 
-    def size(self, total: int) -> int:
-        """How many of `total` problems this shard runs."""
-        return len(range(self.index - 1, total, self.count))
-
-
-def shard_of(position: int, count: int) -> int:
-    """The shard (from 1) that runs the problem at this 0-based position."""
-    return position % count + 1
-
 
 def shard_spec(text: str) -> Shard:
     """argparse type for --shard I/N (1 <= I <= N)."""
