@@ -10,8 +10,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
+from tts.backends.routing import url_problem
 from tts.errors import UserError
 
 
@@ -112,13 +112,9 @@ def question_text(text: str) -> str:
 
 def server_url(text: str) -> str:
     text = unicode_text(text)
-    parsed = urlsplit(text)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise argparse.ArgumentTypeError(f"expected an http(s) URL such as http://127.0.0.1:8000/v1, got {text!r}")
-    try:
-        parsed.port  # noqa: B018 - raises for a port that is not a number
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad port in {text!r}") from None
+    problem = url_problem(text)  # the same check the openai backend applies to its base_url option
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 
