@@ -157,18 +157,15 @@ def groups_of(result: dict[str, Any], samples: list[dict[str, Any]]) -> tuple[li
     if isinstance(recorded, list) and samples and all(isinstance(i, int) and 0 <= i < len(recorded) for i in ids):
         grouping = "as the strategy grouped them (the task's answer equivalence)"
         group_of = [i for i in ids if isinstance(i, int)]
-        members: dict[int, list[int]] = defaultdict(list)
-        for ci, gid in enumerate(group_of):
-            members[gid].append(ci)
         specs = [(g.get("answer"), g.get("score")) if isinstance(g, dict) else (None, None) for g in recorded]
     else:
         grouping = "by the recorded answer string (the strategy recorded no groups)"
         by_answer: dict[str | None, int] = {}
         group_of = [by_answer.setdefault(s.get("answer"), len(by_answer)) for s in samples]
-        members = defaultdict(list)
-        for ci, gid in enumerate(group_of):
-            members[gid].append(ci)
         specs = [(answer, None) for answer in by_answer]
+    members: dict[int, list[int]] = defaultdict(list)
+    for ci, gid in enumerate(group_of):
+        members[gid].append(ci)
     chosen = result.get("chosen")
     groups = []
     for gid, (answer, score) in enumerate(specs):
