@@ -6,25 +6,24 @@ set -euo pipefail
 cd "$(dirname "$0")"
 extra=cpu
 [ "${1:-}" = "--gpu" ] && extra=gpu
+# Debian packages the toolkit uses when present: installed as root with apt-get (one `apt-get update`), else
+# a hint. Missing ones are warnings, not failures.
+apt_updated=0
+optional_package() {  # COMMAND PACKAGE WHAT-IT-IS-FOR WHAT-HAPPENS-WITHOUT-IT
+  command -v "$1" >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { { [ "$apt_updated" = 1 ] || apt-get update -qq; } && apt_updated=1 && apt-get install -y -qq "$2"; } \
+      || echo "install.sh: could not install $2; $4" >&2
+  else
+    echo "install.sh: $2 is missing; install it for $3, e.g. sudo apt-get install $2" >&2
+  fi
+}
 # The code sandbox (tts/sandbox/process.py) isolates untrusted programs with bubblewrap; without it
 # it falls back to a much weaker harness (and warns).
-if ! command -v bwrap >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    { apt-get update -qq && apt-get install -y -qq bubblewrap; } \
-      || echo "install.sh: could not install bubblewrap; the code sandbox will use its weaker fallback" >&2
-  else
-    echo "install.sh: bubblewrap (bwrap) is missing; install it for the code sandbox, e.g. sudo apt-get install bubblewrap" >&2
-  fi
-fi
+optional_package bwrap bubblewrap "the code sandbox" "the code sandbox will use its weaker fallback"
 # The viewer's browser tests (tests/test_view_browser.py) drive a headless Chromium; CI must have one.
-if ! command -v chromium >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    { apt-get update -qq && apt-get install -y -qq chromium; } \
-      || echo "install.sh: could not install chromium; the viewer's browser tests will be skipped (failed under CI)" >&2
-  else
-    echo "install.sh: chromium is missing; the viewer's browser tests need it, e.g. sudo apt-get install chromium" >&2
-  fi
-fi
+optional_package chromium chromium "the viewer's browser tests" \
+  "the viewer's browser tests will be skipped (failed under CI)"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 [ -d .venv ] || "$PY" -m venv .venv
