@@ -77,7 +77,7 @@ class StreamRecord:
     fault: str
     sent: int = 0               # token chunks written
     disconnected: bool = False  # the client hung up before the end; no token was generated after that
-    finished: bool = False      # the last token, the usage and [DONE] were written
+    finished: bool = False      # the last token and the usage were written; [DONE] follows
 
 
 def stream_pieces(tokens: int) -> list[str]:
@@ -344,10 +344,11 @@ class FakeOpenAIServer:
                         used = len(pieces) + (fault == "sse-usage-mismatch")
                         self._event({"id": "fake", "choices": [], "usage": {
                             "prompt_tokens": 10, "completion_tokens": used, "total_tokens": 10 + used}})
+                    # marked before [DONE] goes out: a client that has read [DONE] sees the record finished
+                    record.finished = True
                     self._event("data: [DONE]\n\n")
                     self.wfile.write(b"0\r\n\r\n")
                     self.wfile.flush()
-                    record.finished = True
                 except (BrokenPipeError, ConnectionResetError):
                     record.disconnected = True
 
